@@ -1,0 +1,38 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# Both create .venv, install the CPU torch wheel pinned in constraints.txt and the package.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+EXTRAS ?= dev,plot,export
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: setup test demo bench golden clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) install -q torch==2.13.0
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/synctalk-audio demo -o demo_output
+
+bench:
+	$(MAKE) setup EXTRAS=dev,plot,export,bench
+	$(PY) benchmarks/bench.py
+
+# Regenerates the golden files with the independent oracle (librosa 0.10.1 in /tmp/oracle).
+golden:
+	bash golden/make_oracle_venv.sh
+	/tmp/oracle/bin/python golden/make_golden.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,0 +1,379 @@
+"""The mel front end as small pure stages, and their composition :func:`melspectrogram`.
+
+Every stage reproduces SyncTalk_2D's ``audio.py`` on librosa 0.10.1 to floating-point
+round-off: float64 arithmetic throughout, a float32 mel basis like librosa's default.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .audio import check_waveform
+from .config import SYNCTALK_2D, MelConfig
+from .errors import ConfigError, ShapeError
+
+__all__ = [
+    "preemphasis",
+    "center_pad",
+    "stft",
+    "stft_frames",
+    "hann_window",
+    "mel_basis",
+    "hz_to_mel",
+    "mel_to_hz",
+    "linear_to_mel",
+    "amp_to_db",
+    "normalize",
+    "melspectrogram",
+    "n_mel_frames",
+]
+
+#: Frames per block when :func:`melspectrogram` walks long audio (bounds peak memory).
+_BLOCK_FRAMES = 4096
+
+
+def preemphasis(wav: np.ndarray, k: float = 0.97) -> np.ndarray:
+    """First-order pre-emphasis ``y[0] = x[0]``, ``y[n] = x[n] - k·x[n-1]``.
+
+    Equal, bit for bit, to ``scipy.signal.lfilter([1, -k], [1], wav)``; the result is float64
+    whatever the input dtype (upstream's float64 coefficients promote it).
+
+    Parameters
+    ----------
+    wav : ndarray, shape (n,)
+    k : float
+        Coefficient in [0, 1).
+
+    Returns
+    -------
+    ndarray, float64, shape (n,)
+
+    Examples
+    --------
+    >>> preemphasis(np.array([1.0, 1.0, 1.0]))
+    array([1.  , 0.03, 0.03])
+    """
+    x = check_waveform(wav)
+    if not (0.0 <= k < 1.0):
+        raise ConfigError(f"preemphasis coefficient must be in [0, 1), got {k!r}")
+    x64 = x.astype(np.float64, copy=False)
+    y = x64.copy()
+    if k != 0.0:
+        y[1:] -= k * x64[:-1]
+    return y
+
+
+def center_pad(y: np.ndarray, n_fft: int = 800, pad_mode: str = "constant") -> np.ndarray:
+    """Pad ``n_fft // 2`` samples each side, as ``librosa.stft(center=True)`` does.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n,)
+    n_fft : int
+    pad_mode : {"constant", "reflect"}
+        Zeros (librosa >= 0.10) or mirror (librosa < 0.10, Wav2Lip).
+
+    Returns
+    -------
+    ndarray, shape (n + 2 * (n_fft // 2),)
+    """
+    pad = n_fft // 2
+    if pad_mode == "constant":
+        return np.pad(y, (pad, pad), mode="constant")
+    if pad_mode == "reflect":
+        if y.shape[0] < 2:
+            raise ShapeError(f"reflect padding needs at least 2 samples, got {y.shape[0]}")
+        return np.pad(y, (pad, pad), mode="reflect")
+    raise ConfigError(f"pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
+
+
+@lru_cache(maxsize=16)
+def hann_window(n_fft: int = 800, win_length: int = 800) -> np.ndarray:
+    """Periodic Hann window of ``win_length`` centred in ``n_fft`` samples (read-only float64).
+
+    Returns
+    -------
+    ndarray, float64, shape (n_fft,)
+    """
+    from scipy.signal import get_window
+
+    win = get_window("hann", win_length, fftbins=True).astype(np.float64)
+    if win_length < n_fft:
+        left = (n_fft - win_length) // 2
+        win = np.pad(win, (left, n_fft - win_length - left))
+    win.setflags(write=False)
+    return win
+
+
+def n_mel_frames(n_samples: int, hop_length: int = 200) -> int:
+    """Number of STFT/mel frames for ``n_samples`` with centring: ``1 + n_samples // hop``."""
+    return 1 + int(n_samples) // int(hop_length)
+
+
+def stft_frames(
+    padded: np.ndarray,
+    start: int,
+    stop: int,
+    *,
+    n_fft: int = 800,
+    hop_length: int = 200,
+    win_length: int = 800,
+) -> np.ndarray:
+    """STFT columns ``start:stop`` of an already centre-padded signal.
+
+    Parameters
+    ----------
+    padded : ndarray, shape (n + 2 * (n_fft // 2),)
+    start, stop : int
+        Frame range; frame t covers ``padded[t * hop : t * hop + n_fft]``.
+
+    Returns
+    -------
+    ndarray, complex128, shape (1 + n_fft // 2, stop - start)
+    """
+    win = hann_window(n_fft, win_length)
+    segment = padded[start * hop_length : (stop - 1) * hop_length + n_fft]
+    frames = np.lib.stride_tricks.sliding_window_view(segment, n_fft)[::hop_length]
+    return np.fft.rfft(frames * win, axis=-1).T
+
+
+def stft(
+    y: np.ndarray,
+    *,
+    n_fft: int = 800,
+    hop_length: int = 200,
+    win_length: int = 800,
+    pad_mode: str = "constant",
+) -> np.ndarray:
+    """Short-time Fourier transform like ``librosa.stft`` (center=True, periodic Hann).
+
+    Parameters
+    ----------
+    y : ndarray, shape (n,)
+    n_fft, hop_length, win_length : int
+    pad_mode : {"constant", "reflect"}
+
+    Returns
+    -------
+    ndarray, complex128, shape (1 + n_fft // 2, 1 + n // hop_length)
+
+    Examples
+    --------
+    >>> stft(np.zeros(16000)).shape
+    (401, 81)
+    """
+    x = check_waveform(y).astype(np.float64, copy=False)
+    padded = center_pad(x, n_fft, pad_mode)
+    return stft_frames(padded, 0, n_mel_frames(x.shape[0], hop_length), n_fft=n_fft,
+                       hop_length=hop_length, win_length=win_length)
+
+
+def hz_to_mel(frequencies: np.ndarray, *, htk: bool = False) -> np.ndarray:
+    """Hz → mel, Slaney scale (linear below 1 kHz, logarithmic above) or HTK.
+
+    Parameters
+    ----------
+    frequencies : array_like, any shape
+
+    Returns
+    -------
+    ndarray of float64, same shape
+    """
+    f = np.asarray(frequencies, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = f >= min_log_hz
+    return np.where(log_t, min_log_mel + np.log(np.where(log_t, f, min_log_hz) / min_log_hz) / logstep, mels)
+
+
+def mel_to_hz(mels: np.ndarray, *, htk: bool = False) -> np.ndarray:
+    """Mel → Hz, the inverse of :func:`hz_to_mel`.
+
+    Parameters
+    ----------
+    mels : array_like, any shape
+
+    Returns
+    -------
+    ndarray of float64, same shape
+    """
+    m = np.asarray(mels, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    freqs = f_sp * m
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    log_t = m >= min_log_mel
+    return np.where(log_t, min_log_hz * np.exp(logstep * (m - min_log_mel)), freqs)
+
+
+@lru_cache(maxsize=16)
+def mel_basis(
+    *,
+    sr: int = 16000,
+    n_fft: int = 800,
+    n_mels: int = 80,
+    fmin: float = 55.0,
+    fmax: float = 7600.0,
+    htk: bool = False,
+) -> np.ndarray:
+    """Triangular mel filterbank with Slaney area normalisation, as ``librosa.filters.mel``.
+
+    Built in float64 and returned as float32 (librosa's default dtype), read-only and cached.
+
+    Parameters
+    ----------
+    sr, n_fft, n_mels : int
+    fmin, fmax : float
+        Band edges in Hz.
+    htk : bool
+        HTK mel scale instead of Slaney's.
+
+    Returns
+    -------
+    ndarray, float32, shape (n_mels, 1 + n_fft // 2)
+
+    Examples
+    --------
+    >>> mel_basis().shape
+    (80, 401)
+    """
+    if not (0 <= fmin < fmax <= sr / 2):
+        raise ConfigError(f"mel_basis needs 0 <= fmin < fmax <= sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
+    fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_pts = np.linspace(hz_to_mel(fmin, htk=htk), hz_to_mel(fmax, htk=htk), n_mels + 2)
+    mel_f = mel_to_hz(mel_pts, htk=htk)
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fft_freqs)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    # librosa writes each row into a float32 array, then scales it in place (float64 math,
+    # float32 store): two roundings that we keep for bit-exactness.
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    enorm = 2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels])
+    weights = (weights * enorm[:, None]).astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+def linear_to_mel(magnitude: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarray:
+    """Project an STFT magnitude onto the mel basis: ``mel_basis(config) @ magnitude``.
+
+    Parameters
+    ----------
+    magnitude : ndarray, float64, shape (1 + n_fft // 2, T)
+
+    Returns
+    -------
+    ndarray, float64, shape (n_mels, T)
+    """
+    basis = mel_basis(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                      fmin=config.fmin, fmax=config.fmax, htk=config.htk)
+    mag = np.asarray(magnitude)
+    if mag.ndim != 2 or mag.shape[0] != basis.shape[1]:
+        raise ShapeError(f"magnitude must have shape ({basis.shape[1]}, T), got {mag.shape}")
+    return np.dot(basis, mag)
+
+
+def amp_to_db(x: np.ndarray, *, ref_level_db: float = 20.0, min_level_db: float = -100.0) -> np.ndarray:
+    """Amplitude → decibels relative to ``ref_level_db``: ``20·log10(max(floor, x)) − ref``.
+
+    The floor is ``exp(min_level_db / 20 · ln 10)`` (1e-5 by default), as upstream computes it.
+
+    Parameters
+    ----------
+    x : ndarray, any shape, non-negative
+
+    Returns
+    -------
+    ndarray, float64, same shape
+
+    Examples
+    --------
+    >>> float(amp_to_db(np.array(1.0)))
+    -20.0
+    """
+    min_level = np.exp(min_level_db / 20 * np.log(10))
+    return 20 * np.log10(np.maximum(min_level, x)) - ref_level_db
+
+
+def normalize(
+    S: np.ndarray,
+    *,
+    min_level_db: float = -100.0,
+    max_abs_value: float = 4.0,
+    symmetric: bool = True,
+    clip: bool = True,
+) -> np.ndarray:
+    """Map decibels to ``[-max_abs, max_abs]`` (symmetric) or ``[0, max_abs]``, optionally clipped.
+
+    Symmetric: ``clip(2·max_abs·((S − min_db) / −min_db) − max_abs, −max_abs, max_abs)``.
+
+    Parameters
+    ----------
+    S : ndarray, any shape (dB)
+
+    Returns
+    -------
+    ndarray, float64, same shape
+
+    Examples
+    --------
+    >>> normalize(np.array([-100.0, 0.0]))
+    array([-4.,  4.])
+    """
+    scaled = (S - min_level_db) / (-min_level_db)
+    if symmetric:
+        out = (2 * max_abs_value) * scaled - max_abs_value
+        return np.clip(out, -max_abs_value, max_abs_value) if clip else out
+    out = max_abs_value * scaled
+    return np.clip(out, 0, max_abs_value) if clip else out
+
+
+def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarray:
+    """Normalised log-mel spectrogram, the composition of the stages above.
+
+    ``normalize(amp_to_db(linear_to_mel(|stft(preemphasis(wav))|)))``, walked in blocks of
+    frames so that hours of audio never hold the full complex STFT in memory.
+
+    Parameters
+    ----------
+    wav : ndarray, shape (n,)
+        Mono samples at ``config.sample_rate`` (float32 from :func:`load_audio`).
+    config : MelConfig
+        ``SYNCTALK_2D`` (default) or ``WAV2LIP``.
+
+    Returns
+    -------
+    ndarray, float64, shape (n_mels, 1 + n // hop_length), values in [−4, 4]
+
+    Examples
+    --------
+    >>> melspectrogram(np.zeros(16000, np.float32)).shape
+    (80, 81)
+    """
+    if not isinstance(config, MelConfig):
+        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    emphasized = preemphasis(wav, config.preemphasis)
+    padded = center_pad(emphasized, config.n_fft, config.pad_mode)
+    n_frames = n_mel_frames(emphasized.shape[0], config.hop_length)
+    out = np.empty((config.n_mels, n_frames), dtype=np.float64)
+    for start in range(0, n_frames, _BLOCK_FRAMES):
+        stop = min(start + _BLOCK_FRAMES, n_frames)
+        spec = stft_frames(padded, start, stop, n_fft=config.n_fft,
+                           hop_length=config.hop_length, win_length=config.win_length)
+        mel = linear_to_mel(np.abs(spec), config)
+        db = amp_to_db(mel, ref_level_db=config.ref_level_db, min_level_db=config.min_level_db)
+        out[:, start:stop] = normalize(db, min_level_db=config.min_level_db,
+                                       max_abs_value=config.max_abs_value,
+                                       symmetric=config.symmetric, clip=config.clip)
+    return out

@@ -1,0 +1,373 @@
+"""The conv AudioEncoder (the library's only ``torch.nn.Module``), checkpoint loading and
+batched encoding.
+
+Layout and parameter names follow SyncTalk_2D's ``AudioEncoder`` exactly (2,812,672
+parameters), so upstream checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CheckpointError, ConfigError, ShapeError
+
+__all__ = [
+    "ENCODER_LAYOUT",
+    "FEATURE_DIM",
+    "AudioEncoder",
+    "fold_batchnorm",
+    "seeded_state_dict",
+    "state_dict_sha256",
+    "normalize_state_dict",
+    "load_encoder",
+    "resolve_device",
+    "encode_batch",
+]
+
+#: (in_channels, out_channels, kernel, stride, padding, residual) of the 13 blocks.
+ENCODER_LAYOUT: tuple[tuple[int, int, int, tuple[int, int], int, bool], ...] = (
+    (1, 32, 3, (1, 1), 1, False),
+    (32, 32, 3, (1, 1), 1, True),
+    (32, 32, 3, (1, 1), 1, True),
+    (32, 64, 3, (3, 1), 1, False),
+    (64, 64, 3, (1, 1), 1, True),
+    (64, 64, 3, (1, 1), 1, True),
+    (64, 128, 3, (3, 3), 1, False),
+    (128, 128, 3, (1, 1), 1, True),
+    (128, 128, 3, (1, 1), 1, True),
+    (128, 256, 3, (3, 2), 1, False),
+    (256, 256, 3, (1, 1), 1, True),
+    (256, 512, 3, (1, 1), 0, False),
+    (512, 512, 1, (1, 1), 0, False),
+)
+FEATURE_DIM = 512
+_PREFIX = "audio_encoder."
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+class _ConvBlock(nn.Module):
+    """Conv2d(bias) → BatchNorm2d → optional residual add of the input → ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: tuple[int, int], padding: int, residual: bool):
+        super().__init__()
+        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout))
+        self.act = nn.ReLU()
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_block(x)
+        if self.residual:
+            out = out + x
+        return self.act(out)
+
+
+class AudioEncoder(nn.Module):
+    """SyncTalk_2D's audio encoder: (B, 1, 80, 16) mel windows → (B, 512) features.
+
+    State-dict keys are ``audio_encoder.{i}.conv_block.{0,1}.*`` like upstream; use
+    :func:`load_encoder` to read a checkpoint in any of its usual spellings.
+
+    Examples
+    --------
+    >>> enc = AudioEncoder().eval()
+    >>> enc(torch.zeros(2, 1, 80, 16)).shape
+    torch.Size([2, 512])
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio_encoder = nn.Sequential(*(_ConvBlock(*spec) for spec in ENCODER_LAYOUT))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.audio_encoder(x)
+        return out.squeeze(3).squeeze(2)
+
+
+class _FoldedBlock(nn.Module):
+    def __init__(self, conv: nn.Conv2d, residual: bool):
+        super().__init__()
+        self.conv = conv
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        if self.residual:
+            out = out + x
+        return torch.relu(out)
+
+
+class _FoldedEncoder(nn.Module):
+    def __init__(self, blocks: Iterable[nn.Module]):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).flatten(1)
+
+
+def fold_batchnorm(encoder: AudioEncoder) -> nn.Module:
+    """Return an equivalent eval-only encoder with every BatchNorm folded into its conv.
+
+    ``w' = w·γ/√(var+ε)``, ``b' = (b − mean)·γ/√(var+ε) + β``, computed in float64 and stored
+    in the encoder's dtype. Outputs match the unfolded encoder to float32 round-off
+    (measured ≤ 1e-5 on the golden clips).
+
+    Returns
+    -------
+    nn.Module mapping (B, 1, 80, 16) → (B, 512)
+    """
+    blocks = []
+    for block in encoder.audio_encoder:
+        conv, bn = block.conv_block[0], block.conv_block[1]
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+        with torch.no_grad():
+            fused.weight.copy_((conv.weight.double() * scale[:, None, None, None]).to(conv.weight.dtype))
+            fused.bias.copy_(((conv.bias.double() - bn.running_mean.double()) * scale + bn.bias.double())
+                             .to(conv.bias.dtype))
+        blocks.append(_FoldedBlock(fused, block.residual))
+    folded = _FoldedEncoder(blocks).to(next(encoder.parameters()).device).eval()
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded
+
+
+def seeded_state_dict(seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+    """Deterministic *untrained* weights in the upstream checkpoint layout (no prefix).
+
+    For tests, demos and reference datasets when the real ``audio_visual_encoder.pth`` is not
+    at hand. Recipe (shared with ``golden/make_golden.py``): ``rng = default_rng(seed)``; per
+    block draw conv weight ``N(0,1)·√(2/fan_in)``, bias ``0.01·N``, BN γ ``1+0.1·N``,
+    β ``0.1·N``, mean ``0.1·N``, var ``1+0.5·U[0,1)``, each cast to float32.
+
+    Returns
+    -------
+    OrderedDict of 91 tensors, keys ``0.conv_block.0.weight`` … ``12.conv_block.1.num_batches_tracked``
+    """
+    rng = np.random.default_rng(seed)
+    sd: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for i, (cin, cout, k, _stride, _pad, _res) in enumerate(ENCODER_LAYOUT):
+        fan_in = cin * k * k
+        draws = {
+            "0.weight": rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / fan_in),
+            "0.bias": rng.standard_normal(cout) * 0.01,
+            "1.weight": 1.0 + 0.1 * rng.standard_normal(cout),
+            "1.bias": 0.1 * rng.standard_normal(cout),
+            "1.running_mean": 0.1 * rng.standard_normal(cout),
+            "1.running_var": 1.0 + 0.5 * rng.random(cout),
+        }
+        for name, value in draws.items():
+            sd[f"{i}.conv_block.{name}"] = torch.from_numpy(value.astype(np.float32))
+        sd[f"{i}.conv_block.1.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)
+    return sd
+
+
+def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over ``key bytes + tensor bytes`` in key order (the golden manifest's weight hash)."""
+    h = hashlib.sha256()
+    for key, value in state_dict.items():
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(value.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _expected_shapes() -> dict[str, tuple[int, ...]]:
+    return {k[len(_PREFIX):]: tuple(v.shape) for k, v in AudioEncoder().state_dict().items()}
+
+
+def _unwrap(obj: Any) -> Any:
+    for _ in range(3):
+        if isinstance(obj, Mapping):
+            for key in ("state_dict", "model", "audio_encoder"):
+                inner = obj.get(key)
+                if isinstance(inner, Mapping):
+                    obj = inner
+                    break
+            else:
+                return obj
+    return obj
+
+
+def normalize_state_dict(obj: Any, *, source: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
+    """Check and canonicalise a loaded checkpoint to upstream keys without prefix.
+
+    Accepts plain state dicts, keys with ``audio_encoder.`` / ``module.`` prefixes, and the
+    ``{"state_dict": …}`` / ``{"model": …}`` wrappers.
+
+    Raises
+    ------
+    CheckpointError
+        Not a mapping of tensors, empty, missing/unexpected keys, wrong shapes, NaN/Inf.
+    """
+    obj = _unwrap(obj)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source} is not a state dict (got {type(obj).__name__})")
+    if len(obj) == 0:
+        raise CheckpointError(f"{source} is an empty state dict")
+    clean: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{source} has a non-string key {key!r}")
+        name = key
+        for prefix in ("module.", _PREFIX):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: value of {key!r} is {type(value).__name__}, expected a tensor")
+        clean[name] = value
+    expected = _expected_shapes()
+    missing = [k for k in expected if k not in clean]
+    unexpected = [k for k in clean if k not in expected]
+    if missing or unexpected:
+        def _few(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_few(unexpected)}")
+        raise CheckpointError(f"{source} does not match the AudioEncoder layout: " + "; ".join(parts))
+    for key, shape in expected.items():
+        got = tuple(clean[key].shape)
+        if got != shape:
+            raise CheckpointError(f"{source}: {key} has shape {got}, expected {shape}")
+        t = clean[key]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{source}: {key} contains NaN or Inf weights")
+    return OrderedDict((k, clean[k]) for k in expected)
+
+
+def _read_checkpoint(path: Path) -> Any:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty (0 bytes): {path}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in str(exc):
+            first = "it holds Python objects that would run code when unpickled (refused; only tensors are allowed)"
+        raise CheckpointError(f"cannot load checkpoint {path}: {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, KeyError,
+            TypeError, IndexError, UnicodeDecodeError, MemoryError, OverflowError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: not a PyTorch state dict ({text[:160]})") from None
+
+
+def load_encoder(
+    checkpoint: "str | os.PathLike | Mapping[str, torch.Tensor]",
+    *,
+    device: "str | torch.device" = "cpu",
+) -> AudioEncoder:
+    """Build an :class:`AudioEncoder` in eval mode from a checkpoint file or a state dict.
+
+    The file is read with ``torch.load(weights_only=True)``: pickles that would run code are
+    refused. Keys may carry the ``audio_encoder.`` prefix or not.
+
+    Parameters
+    ----------
+    checkpoint : path or mapping
+        ``audio_visual_encoder.pth`` or an in-memory state dict (e.g. :func:`seeded_state_dict`).
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"auto"``…
+
+    Returns
+    -------
+    AudioEncoder (eval mode, gradients off)
+
+    Raises
+    ------
+    CheckpointError
+    """
+    if isinstance(checkpoint, Mapping):
+        raw, source = checkpoint, "state dict"
+    else:
+        path = Path(checkpoint)
+        raw, source = _read_checkpoint(path), f"checkpoint {path}"
+    state = normalize_state_dict(raw, source=source)
+    model = AudioEncoder()
+    model.audio_encoder.load_state_dict(state)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(resolve_device(device))
+
+
+def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
+    """``"auto"``/None → CUDA when available, else CPU; anything else is checked and returned."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def _as_input(windows: Any) -> torch.Tensor:
+    t = windows if isinstance(windows, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(windows))
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    if t.ndim != 4 or tuple(t.shape[1:]) != (1, 80, 16):
+        raise ShapeError(f"windows must have shape (N, 80, 16) or (N, 1, 80, 16), got {tuple(windows.shape)}")
+    if not t.is_floating_point():
+        raise ShapeError(f"windows must be float32, got {t.dtype}")
+    return t.to(torch.float32)
+
+
+def encode_batch(
+    windows: "np.ndarray | torch.Tensor",
+    encoder: nn.Module,
+    *,
+    batch_size: int = 64,
+    device: "str | torch.device" = "auto",
+) -> np.ndarray:
+    """Run mel windows through the encoder in batches (eval mode, no autograd).
+
+    Parameters
+    ----------
+    windows : ndarray or Tensor, float32, shape (N, 80, 16) or (N, 1, 80, 16)
+    encoder : AudioEncoder (or its :func:`fold_batchnorm` form)
+    batch_size : int
+        Windows per forward pass; results do not depend on it beyond float32 round-off.
+    device : "auto", "cpu", "cuda", …
+        Where to run; the encoder is moved there.
+
+    Returns
+    -------
+    ndarray, float32, shape (N, 512)
+
+    Examples
+    --------
+    >>> enc = load_encoder(seeded_state_dict())
+    >>> encode_batch(np.zeros((3, 80, 16), np.float32), enc).shape
+    (3, 512)
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    x = _as_input(windows)
+    if x.shape[0] and not bool(torch.isfinite(x).all()):
+        raise ShapeError("windows contain NaN or Inf values")
+    dev = resolve_device(device)
+    encoder = encoder.to(dev).eval()
+    out = np.empty((x.shape[0], FEATURE_DIM), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], batch_size):
+            chunk = x[start : start + batch_size].to(dev, non_blocking=True)
+            out[start : start + chunk.shape[0]] = encoder(chunk).float().cpu().numpy()
+    return out

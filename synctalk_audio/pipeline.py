@@ -1,0 +1,309 @@
+"""Audio → per-frame U-Net tensors: :func:`pipeline`, its result :class:`Features`, and the
+seed's :class:`AudioPipeline` API as a thin facade over it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import __version__
+from .audio import check_waveform, load_audio
+from .config import MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, mode_shape
+from .context import context_window, frames_for_mode, pad_context, reshape_for_mode
+from .dsp import melspectrogram
+from .errors import ConfigError
+from .frames import gather_windows, window, window_starts
+
+__all__ = ["Features", "pipeline", "encode_mel", "AudioPipeline", "PRECISIONS"]
+
+PRECISIONS = ("exact",)
+_ENCODER_MODE = "ave"  # the conv AudioEncoder's 512-d rows fit ave frames (16 × 512 = 32·16·16)
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    if arr.flags.writeable and arr.base is None:
+        arr.setflags(write=False)
+    elif arr.flags.writeable:
+        arr = arr.view()
+        arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True)
+class Features:
+    """Everything :func:`pipeline` computed for one audio clip (arrays are read-only).
+
+    Attributes
+    ----------
+    mel : float64 (80, T)
+    features : float32 (N, 512) — one encoder row per video frame window
+    padded : float32 (N + 2, 512) — first/last row repeated; one row per output video frame
+    frames : float32 (N + 2, *mode_shape) — zero-copy view, the U-Net's audio input per frame
+    mode, fps, context : the settings used
+    metadata : read-only mapping (versions, config, shapes, value ranges)
+    """
+
+    mel: np.ndarray
+    features: np.ndarray
+    padded: np.ndarray
+    frames: np.ndarray
+    mode: str
+    fps: float
+    context: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def starts(self) -> np.ndarray:
+        """int64 (N,): first mel column of every window."""
+        return window_starts(self.mel.shape[1], self.fps)
+
+    @property
+    def windows(self) -> np.ndarray:
+        """float32 (N, 80, 16): the encoder inputs, recomputed from ``mel`` on each access."""
+        return window(self.mel, self.fps)
+
+    @property
+    def n_frames(self) -> int:
+        """N + 2, the number of output video frames."""
+        return int(self.padded.shape[0])
+
+    def frame(self, index: int, *, reshape: bool = True) -> np.ndarray:
+        """Frame ``index``'s context window: (16, 512), or the mode shape when ``reshape``."""
+        win = context_window(self.padded, index, context=self.context)
+        return reshape_for_mode(win, self.mode) if reshape else win
+
+
+def _resolve_encoder(checkpoint: Any, device: str):
+    from .encoder import AudioEncoder, load_encoder
+
+    if checkpoint is None:
+        raise ConfigError("checkpoint is required: a path to audio_visual_encoder.pth, a state dict or an AudioEncoder")
+    if isinstance(checkpoint, AudioEncoder):
+        return checkpoint.eval()
+    return load_encoder(checkpoint, device=device)
+
+
+def encode_mel(
+    mel: np.ndarray,
+    encoder: Any,
+    *,
+    fps: float = 25,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Encode every window of ``mel`` without materialising all windows at once.
+
+    Windows are cut batch by batch (float32) and pushed through the encoder, so memory stays
+    at ``batch_size`` windows whatever the audio length.
+
+    Parameters
+    ----------
+    mel : float64 (80, T)
+    encoder : AudioEncoder
+
+    Returns
+    -------
+    ndarray, float32, shape (N, 512)
+    """
+    from .encoder import FEATURE_DIM, encode_batch
+
+    starts = window_starts(mel.shape[1], fps)
+    mel32 = np.ascontiguousarray(mel, dtype=np.float32)
+    out = np.empty((starts.shape[0], FEATURE_DIM), dtype=np.float32)
+    chunk = max(batch_size, 1024 // batch_size * batch_size)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=starts.shape[0], unit="frame", desc="encoding", leave=False)
+    for lo in range(0, starts.shape[0], chunk):
+        hi = min(lo + chunk, starts.shape[0])
+        out[lo:hi] = encode_batch(gather_windows(mel32, starts[lo:hi]), encoder, batch_size=batch_size, device=device)
+        if bar is not None:
+            bar.update(hi - lo)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _value_range(arr: np.ndarray) -> list[float]:
+    return [float(arr.min()), float(arr.max())] if arr.size else [0.0, 0.0]
+
+
+def pipeline(
+    audio: "str | os.PathLike | np.ndarray",
+    *,
+    checkpoint: Any,
+    mode: str = "ave",
+    fps: float | None = None,
+    precision: str = "exact",
+    device: str = "auto",
+    context: str = "zeros",
+    config: MelConfig = SYNCTALK_2D,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> Features:
+    """Audio → mel → windows → encoder → padded features → per-frame U-Net tensors.
+
+    Parameters
+    ----------
+    audio : path or ndarray (n,)
+        An audio file (any rate/channels; loaded like ``librosa.load(sr=16000)``) or 16 kHz
+        mono samples.
+    checkpoint : path, state dict or AudioEncoder
+        ``audio_visual_encoder.pth`` (with or without the ``audio_encoder.`` prefix).
+    mode : "ave"
+        The conv encoder's features feed ave frames (32, 16, 16). For hubert/wenet, pass
+        precomputed features to :func:`frames_for_mode`.
+    fps : float, optional
+        Video frame rate; default the mode's (25 for ave).
+    precision : "exact"
+        Matches the upstream recipe to ≤ 1e-5.
+    device : "auto", "cpu", "cuda", …
+    context : "zeros" (upstream) or "edge"
+    config : MelConfig
+        ``SYNCTALK_2D`` (default) or ``WAV2LIP``.
+
+    Returns
+    -------
+    Features with ``mel`` (80, T), ``features`` (N, 512), ``padded`` (N+2, 512),
+    ``frames`` (N+2, 32, 16, 16).
+
+    Examples
+    --------
+    >>> from synctalk_audio import pipeline, seeded_state_dict
+    >>> out = pipeline("speech.wav", checkpoint=seeded_state_dict())   # doctest: +SKIP
+    >>> out.frames.shape                                                # doctest: +SKIP
+    (77, 32, 16, 16)
+    """
+    check_mode(mode)
+    if mode != _ENCODER_MODE:
+        raise ConfigError(
+            f"mode {mode!r} takes precomputed features (e.g. aud_hu.npy); the conv encoder only "
+            f"feeds 'ave' — use frames_for_mode(features, {mode!r})"
+        )
+    fps = check_fps(MODE_FPS[mode] if fps is None else fps)
+    check_context(context)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if isinstance(audio, (str, os.PathLike)):
+        wav = load_audio(audio, sr=config.sample_rate)
+        source = str(audio)
+    else:
+        wav = check_waveform(audio)
+        source = "<array>"
+    encoder = _resolve_encoder(checkpoint, device)
+    mel = melspectrogram(wav, config)
+    features = encode_mel(mel, encoder, fps=fps, batch_size=batch_size, device=device, progress=progress)
+    padded = pad_context(features)
+    frames = frames_for_mode(padded, mode, context=context)
+    n = features.shape[0]
+    metadata = {
+        "library": "synctalk-audio",
+        "version": __version__,
+        "source": source,
+        "sample_rate": config.sample_rate,
+        "n_samples": int(wav.shape[0]),
+        "duration_s": wav.shape[0] / config.sample_rate,
+        "mel_config": asdict(config),
+        "mode": mode,
+        "fps": fps,
+        "context": context,
+        "precision": precision,
+        "n_mel_frames": int(mel.shape[1]),
+        "n_windows": int(n),
+        "n_frames": int(n + 2),
+        "shapes": {
+            "mel_spectrogram": list(mel.shape),
+            "mel_windows": [int(n), int(mel.shape[0]), 16],
+            "audio_features_raw": list(features.shape),
+            "audio_features_padded": list(padded.shape),
+            "frame_window": [16, int(padded.shape[1])],
+            "frame_reshaped": list(mode_shape(mode)),
+        },
+        "value_ranges": {
+            "mel_spectrogram": _value_range(mel),
+            "audio_features_raw": _value_range(features),
+        },
+    }
+    return Features(
+        mel=_readonly(mel),
+        features=_readonly(features),
+        padded=_readonly(padded),
+        frames=frames,
+        mode=mode,
+        fps=fps,
+        context=context,
+        metadata=MappingProxyType(metadata),
+    )
+
+
+class AudioPipeline:
+    """The seed document's API, kept name for name, as a thin facade over :func:`pipeline`.
+
+    Parameters
+    ----------
+    checkpoint_path : path or state dict
+        ``model/checkpoints/audio_visual_encoder.pth``.
+    device : str, optional
+        None/"auto" → CUDA when available.
+    mode : "ave"
+    fps : float
+        25 for ave.
+
+    Examples
+    --------
+    >>> p = AudioPipeline("audio_visual_encoder.pth", mode="ave", fps=25)   # doctest: +SKIP
+    >>> padded, meta = p.process_audio_file("talk.wav")                      # doctest: +SKIP
+    >>> p.get_frame_features(padded, 10).shape                               # doctest: +SKIP
+    (32, 16, 16)
+    """
+
+    def __init__(self, checkpoint_path: Any, device: str | None = None, mode: str = "ave", fps: float = 25):
+        from .encoder import resolve_device
+
+        self.mode = check_mode(mode)
+        self.fps = check_fps(fps)
+        self.device = str(resolve_device(device))
+        self.checkpoint_path = checkpoint_path if isinstance(checkpoint_path, (str, os.PathLike)) else None
+        self.encoder = _resolve_encoder(checkpoint_path, self.device)
+
+    def run(self, audio: "str | os.PathLike | np.ndarray", **kwargs: Any) -> Features:
+        """:func:`pipeline` with this instance's encoder, mode, fps and device."""
+        return pipeline(audio, checkpoint=self.encoder, mode=self.mode, fps=self.fps, device=self.device, **kwargs)
+
+    def process_audio_file(
+        self, audio_path: "str | os.PathLike", save_intermediates: bool = False, output_dir: "str | os.PathLike | None" = None
+    ) -> tuple[np.ndarray, dict]:
+        """Audio file → (padded features (N+2, 512) float32, metadata dict).
+
+        With ``save_intermediates`` the mel, windows, raw and padded features and
+        ``metadata.json`` are written (atomically) to ``output_dir``.
+        """
+        result = self.run(audio_path)
+        if save_intermediates:
+            if output_dir is None:
+                raise ConfigError("save_intermediates=True needs an output_dir")
+            from .dataset import write_reference
+
+            write_reference(result, output_dir, frames=False)
+        return result.padded, dict(result.metadata)
+
+    def get_frame_features(self, features: np.ndarray, frame_idx: int, reshape: bool = True) -> np.ndarray:
+        """Frame ``frame_idx``'s ±8 context of padded ``features``: (16, D), or the mode shape."""
+        win = context_window(features, frame_idx)
+        return reshape_for_mode(win, self.mode) if reshape else win
+
+    def process_and_save_all_frames(self, audio_path: "str | os.PathLike", output_dir: "str | os.PathLike") -> dict:
+        """Write the complete reference dataset for ``audio_path`` to ``output_dir``; return its metadata."""
+        from .dataset import write_reference
+
+        result = self.run(audio_path)
+        return write_reference(result, output_dir, frames=True, checkpoint=self.checkpoint_path)
