@@ -1,0 +1,90 @@
+"""load_audio: formats, channel mix, resampling length, and every bad-input error."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import synctalk_audio as sa
+from synctalk_audio.audio import check_waveform
+
+from .conftest import golden_array, golden_input
+
+
+def test_returns_float32_mono(tmp_path):
+    path = tmp_path / "s.wav"
+    sf.write(path, np.stack([np.full(3200, 0.5), np.full(3200, -0.25)], axis=1), 16000, subtype="FLOAT")
+    wav = sa.load_audio(path)
+    assert wav.dtype == np.float32 and wav.shape == (3200,)
+    assert np.allclose(wav, 0.125)
+
+
+def test_int16_scaling(tmp_path):
+    path = tmp_path / "i.wav"
+    sf.write(path, np.array([16384, -32768, 0], dtype=np.int16), 16000, subtype="PCM_16")
+    assert sa.load_audio(path).tolist() == [0.5, -1.0, 0.0]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 5000), st.sampled_from([8000, 11025, 22050, 24000, 32000, 44100, 48000]))
+def test_resample_length(n, rate):
+    out = sa.resample(np.zeros(n, np.float32), rate, 16000)
+    assert out.dtype == np.float32
+    assert out.shape == (int(math.ceil(n * (16000 / rate))),)
+
+
+def test_mp3_length_is_the_decoded_length():
+    wav = sa.load_audio(golden_input("speech_mp3"))
+    assert wav.shape == golden_array("speech_mp3", "samples.npy").shape
+
+
+def test_native_rate_kept_when_sr_matches(tmp_path):
+    path = tmp_path / "r.flac"
+    sf.write(path, np.linspace(-0.5, 0.5, 4000), 22050)
+    assert sa.load_audio(path, sr=22050).shape == (4000,)
+
+
+@pytest.mark.parametrize("maker,match", [
+    (lambda p: None, "not found"),
+    (lambda p: p.mkdir(), "directory"),
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_text("this is not audio\n" * 20), "cannot decode"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)), "cannot decode"),
+    (lambda p: sf.write(p, np.zeros((0,), np.float32), 16000), "no samples"),
+    (lambda p: sf.write(p, np.array([0.0, np.nan, 0.1, np.inf], np.float32), 16000, subtype="FLOAT"),
+     "non-finite"),
+])
+def test_bad_files(tmp_path, maker, match):
+    path = tmp_path / "bad.wav"
+    maker(path)
+    with pytest.raises(sa.AudioError, match=match) as info:
+        sa.load_audio(path)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("sr", [0, -16000, 1.5, True, "16000"])
+def test_bad_rate(tmp_path, sr):
+    with pytest.raises(sa.ConfigError):
+        sa.load_audio(tmp_path / "x.wav", sr=sr)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((10, 2), np.float32), "1-D"),
+    (np.array(["a", "b"]), "real samples"),
+    (np.array([1 + 1j]), "real samples"),
+    (np.array([0.0, np.nan]), "non-finite"),
+])
+def test_check_waveform(bad, match):
+    with pytest.raises(sa.AudioError, match=match):
+        check_waveform(bad)
+
+
+def test_to_mono_is_channel_mean():
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert np.array_equal(sa.to_mono(x), x.mean(axis=1))

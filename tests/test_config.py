@@ -1,0 +1,58 @@
+"""Frozen config dataclasses and presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import synctalk_audio as sa
+
+
+def test_presets():
+    assert sa.SYNCTALK_2D.pad_mode == "constant" and sa.WAV2LIP.pad_mode == "reflect"
+    assert sa.PRESETS["synctalk_2d"] is sa.SYNCTALK_2D
+    assert sa.SYNCTALK_2D.n_freqs == 401 and sa.SYNCTALK_2D.frames_per_second == 80.0
+    assert hash(sa.SYNCTALK_2D) == hash(sa.MelConfig())
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sa.SYNCTALK_2D.n_fft = 1024
+    with pytest.raises(TypeError):
+        sa.MODES["new"] = (1,)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"n_fft": 0}, "n_fft"),
+    ({"win_length": 1000}, "win_length"),
+    ({"fmax": 9000}, "fmax"),
+    ({"fmin": -1}, "fmin"),
+    ({"preemphasis": 1.0}, "preemphasis"),
+    ({"pad_mode": "edge"}, "pad_mode"),
+    ({"min_level_db": 10}, "min_level_db"),
+    ({"max_abs_value": 0}, "max_abs_value"),
+])
+def test_invalid_mel_config(kwargs, match):
+    with pytest.raises(sa.ConfigError, match=match):
+        sa.MelConfig(**kwargs)
+
+
+def test_frame_config_and_modes():
+    assert sa.FrameConfig().fps == 25
+    with pytest.raises(sa.ConfigError, match="fps"):
+        sa.FrameConfig(fps=0)
+    assert sa.mode_shape("wenet") == (256, 16, 32) and sa.MODE_FPS["wenet"] == 20
+
+
+def test_error_family():
+    for err in (sa.AudioError, sa.CheckpointError, sa.ConfigError, sa.ShapeError, sa.OutputError, sa.StreamError):
+        assert issubclass(err, sa.SyncTalkAudioError) and issubclass(err, ValueError)
+
+
+def test_import_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, synctalk_audio; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

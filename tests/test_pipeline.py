@@ -1,0 +1,100 @@
+"""pipeline() and the seed's AudioPipeline facade."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import synctalk_audio as sa
+
+from .conftest import golden_input
+
+CLIP = golden_input("speech_16k_mono")
+
+
+@pytest.fixture(scope="module")
+def result(seeded_encoder):
+    return sa.pipeline(CLIP, checkpoint=seeded_encoder, device="cpu")
+
+
+def test_shapes_and_dtypes(result):
+    n = result.features.shape[0]
+    assert result.mel.shape[0] == 80 and result.mel.dtype == np.float64
+    assert result.features.shape == (n, 512) and result.features.dtype == np.float32
+    assert result.padded.shape == (n + 2, 512) and result.n_frames == n + 2
+    assert result.frames.shape == (n + 2, 32, 16, 16) and result.frames.dtype == np.float32
+    assert result.windows.shape == (n, 80, 16)
+    assert result.starts.shape == (n,)
+    assert result.metadata["n_frames"] == n + 2 and result.metadata["mode"] == "ave"
+
+
+def test_result_is_immutable(result):
+    for arr in (result.mel, result.features, result.padded, result.frames):
+        assert not arr.flags.writeable
+    with pytest.raises(TypeError):
+        result.metadata["mode"] = "x"
+    with pytest.raises(AttributeError):
+        result.mode = "hubert"
+
+
+def test_array_input_equals_file_input(result, seeded_encoder):
+    wav = sa.load_audio(CLIP)
+    again = sa.pipeline(wav, checkpoint=seeded_encoder, device="cpu")
+    assert np.array_equal(again.frames, result.frames)
+
+
+def test_frame_accessor(result):
+    assert np.array_equal(result.frame(5), result.frames[5])
+    assert result.frame(5, reshape=False).shape == (16, 512)
+
+
+def test_facade_matches_pipeline_bitwise(result, tmp_path):
+    facade = sa.AudioPipeline(sa.seeded_state_dict(), device="cpu", mode="ave", fps=25)
+    padded, meta = facade.process_audio_file(CLIP)
+    assert np.array_equal(padded, result.padded)
+    assert meta["n_frames"] == result.n_frames
+    for i in (0, 7, result.n_frames - 1):
+        assert np.array_equal(facade.get_frame_features(padded, i), result.frames[i])
+    assert facade.get_frame_features(padded, 3, reshape=False).shape == (16, 512)
+
+
+def test_facade_checkpoint_file(tmp_path, result):
+    import torch
+
+    path = tmp_path / "audio_visual_encoder.pth"
+    torch.save(sa.seeded_state_dict(), path)
+    padded, _ = sa.AudioPipeline(str(path), device="cpu").process_audio_file(str(CLIP))
+    assert np.array_equal(padded, result.padded)
+
+
+def test_edge_context(seeded_encoder, result):
+    edge = sa.pipeline(CLIP, checkpoint=seeded_encoder, device="cpu", context="edge")
+    assert np.array_equal(edge.padded, result.padded)
+    assert np.array_equal(edge.frames[0].reshape(16, 512)[:8], np.repeat(result.padded[:1], 8, axis=0))
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    ({"mode": "hubert"}, sa.ConfigError, "precomputed"),
+    ({"mode": "nope"}, sa.ConfigError, "unknown mode"),
+    ({"fps": 0}, sa.ConfigError, "fps"),
+    ({"fps": -25}, sa.ConfigError, "fps"),
+    ({"precision": "sloppy"}, sa.ConfigError, "precision"),
+    ({"context": "mirror"}, sa.ConfigError, "context"),
+    ({"checkpoint": None}, sa.ConfigError, "checkpoint is required"),
+])
+def test_bad_arguments(kwargs, err, match, seeded_encoder):
+    args = {"checkpoint": seeded_encoder, "device": "cpu", **kwargs}
+    with pytest.raises(err, match=match):
+        sa.pipeline(CLIP, **args)
+
+
+def test_too_short_audio(seeded_encoder):
+    with pytest.raises(sa.AudioError, match="too short"):
+        sa.pipeline(np.zeros(2999, np.float32), checkpoint=seeded_encoder, device="cpu")
+    ok = sa.pipeline(np.zeros(3000, np.float32), checkpoint=seeded_encoder, device="cpu")
+    assert ok.n_frames == 4
+
+
+def test_deterministic_across_runs(seeded_encoder, result):
+    again = sa.pipeline(CLIP, checkpoint=seeded_encoder, device="cpu")
+    assert again.frames.tobytes() == result.frames.tobytes()
