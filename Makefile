@@ -31,7 +31,9 @@ bench:
 
 # Regenerates the golden files with the independent oracle (librosa 0.10.1 in /tmp/oracle).
 golden:
-	bash golden/make_oracle_venv.sh
+	test -x /tmp/oracle/bin/python || ( $(PYTHON) -m venv /tmp/oracle && \
+	  /tmp/oracle/bin/pip install torch==2.13.0 librosa==0.10.1 soundfile scipy && \
+	  /tmp/oracle/bin/pip install "setuptools<70" )
 	/tmp/oracle/bin/python golden/make_golden.py
 
 clean:
