@@ -15,6 +15,8 @@ from .errors import AudioError, ConfigError
 
 __all__ = ["load_audio", "resample", "to_mono", "check_waveform"]
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def check_waveform(wav: np.ndarray, *, name: str = "audio") -> np.ndarray:
     """Validate a mono waveform and return it as a 1-D float array (no copy if already fine).
@@ -27,7 +29,8 @@ def check_waveform(wav: np.ndarray, *, name: str = "audio") -> np.ndarray:
     Raises
     ------
     AudioError
-        If ``wav`` is not 1-D, not real, or holds NaN/Inf.
+        If ``wav`` is not 1-D, not real, holds NaN/Inf, or values beyond float32 range
+        (such values would overflow the float64 STFT into Inf).
     """
     arr = np.asarray(wav)
     if arr.dtype.kind not in "fiu":
@@ -44,6 +47,13 @@ def check_waveform(wav: np.ndarray, *, name: str = "audio") -> np.ndarray:
             raise AudioError(
                 f"{name} has {int(bad.sum())} non-finite samples (first at index {first}: {arr[first]!r})"
             )
+        if arr.size and arr.dtype.itemsize > 4:
+            peak = float(np.max(np.abs(arr)))
+            if peak > _FLOAT32_MAX:
+                raise AudioError(
+                    f"{name} has sample magnitude {peak:.3g}, beyond float32 range (|x| <= 3.4e38); "
+                    "audio samples are expected in about [-1, 1]"
+                )
     return arr
 
 

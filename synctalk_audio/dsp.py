@@ -30,6 +30,15 @@ __all__ = [
     "n_mel_frames",
 ]
 
+def _check_finite(arr: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.kind not in "fiu":
+        raise ShapeError(f"{name} must be a real array, got dtype {a.dtype}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ShapeError(f"{name} contains NaN or Inf values")
+    return a
+
+
 #: Frames per block when :func:`melspectrogram` walks long audio (bounds peak memory).
 _BLOCK_FRAMES = 4096
 
@@ -278,7 +287,7 @@ def linear_to_mel(magnitude: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.
     """
     basis = mel_basis(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
                       fmin=config.fmin, fmax=config.fmax, htk=config.htk)
-    mag = np.asarray(magnitude)
+    mag = _check_finite(magnitude, "magnitude")
     if mag.ndim != 2 or mag.shape[0] != basis.shape[1]:
         raise ShapeError(f"magnitude must have shape ({basis.shape[1]}, T), got {mag.shape}")
     return np.dot(basis, mag)
@@ -302,6 +311,7 @@ def amp_to_db(x: np.ndarray, *, ref_level_db: float = 20.0, min_level_db: float 
     >>> float(amp_to_db(np.array(1.0)))
     -20.0
     """
+    x = _check_finite(x, "amplitude")
     min_level = np.exp(min_level_db / 20 * np.log(10))
     return 20 * np.log10(np.maximum(min_level, x)) - ref_level_db
 
@@ -331,6 +341,7 @@ def normalize(
     >>> normalize(np.array([-100.0, 0.0]))
     array([-4.,  4.])
     """
+    S = _check_finite(S, "decibels")
     scaled = (S - min_level_db) / (-min_level_db)
     if symmetric:
         out = (2 * max_abs_value) * scaled - max_abs_value

@@ -370,4 +370,10 @@ def encode_batch(
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start : start + batch_size].to(dev, non_blocking=True)
             out[start : start + chunk.shape[0]] = encoder(chunk).float().cpu().numpy()
+    if out.size and not np.isfinite(out).all():
+        peak = float(x.abs().max())
+        raise ShapeError(
+            f"encoder output overflowed to NaN/Inf (window values up to {peak:.3g}); "
+            "expected normalised mel windows in [-4, 4]"
+        )
     return out

@@ -26,6 +26,8 @@ def check_mel(mel: np.ndarray, *, n_mels: int = 80) -> np.ndarray:
         raise ShapeError(f"mel must be a float array, got dtype {arr.dtype}")
     if not np.isfinite(arr).all():
         raise ShapeError("mel contains NaN or Inf values")
+    if arr.size and arr.dtype.itemsize > 4 and float(np.max(np.abs(arr))) > float(np.finfo(np.float32).max):
+        raise ShapeError("mel values exceed float32 range; a normalised mel lies in [-4, 4]")
     return arr
 
 
