@@ -39,6 +39,9 @@ _LAZY = {
     "write_reference": "dataset",
     "read_reference": "dataset",
     "validate": "dataset",
+    "write_features": "dataset",
+    "ValidationReport": "dataset",
+    "plot_features": "plot",
     "StreamingPipeline": "stream",
 }
 

@@ -293,7 +293,7 @@ class AudioPipeline:
                 raise ConfigError("save_intermediates=True needs an output_dir")
             from .dataset import write_reference
 
-            write_reference(result, output_dir, frames=False)
+            write_reference(result, output_dir, frames=False, checkpoint=self._weights_source())
         return result.padded, dict(result.metadata)
 
     def get_frame_features(self, features: np.ndarray, frame_idx: int, reshape: bool = True) -> np.ndarray:
@@ -306,4 +306,8 @@ class AudioPipeline:
         from .dataset import write_reference
 
         result = self.run(audio_path)
-        return write_reference(result, output_dir, frames=True, checkpoint=self.checkpoint_path)
+        return write_reference(result, output_dir, frames=True, checkpoint=self._weights_source())
+
+    def _weights_source(self) -> Any:
+        """What metadata.json records the weights from: the checkpoint path, else the encoder."""
+        return self.checkpoint_path if self.checkpoint_path is not None else self.encoder

@@ -1,0 +1,509 @@
+"""The ``synctalk-audio`` command line.
+
+Subcommands are rows of :data:`COMMANDS`: a name, a help line, an example, a function that adds
+the subcommand's own arguments and a function that runs it (``run(args) -> exit code``).
+To add one (e.g. ``stream`` or ``export``), write ``_add_stream(parser)`` and
+``_run_stream(args)`` and append ``Command("stream", ...)`` to :data:`COMMANDS`; set
+``pipeline_options=True`` to get ``--mode --fps --device --precision --context --batch-size``
+and use :func:`load_weights` for ``--checkpoint``. ``--json --quiet --debug`` come with every
+subcommand.
+
+Exit codes: 0 success, 1 validation failed, 2 error (one ``synctalk-audio: error: …`` line on
+stderr, no traceback unless ``--debug``), 130 interrupted.
+
+Imports stay lazy: torch, matplotlib and tqdm are imported inside the commands that use them,
+so ``synctalk-audio validate`` never loads torch and ``--help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import SyncTalkAudioError
+
+__all__ = ["Command", "COMMANDS", "build_parser", "main", "load_weights", "DEMO_AUDIO"]
+
+PROG = "synctalk-audio"
+DEMO_AUDIO = Path(__file__).resolve().parent / "data" / "demo_speech.wav"
+SEEDED = "seeded"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``add_arguments(parser)`` declares its arguments, ``run(args)`` runs it."""
+
+    name: str
+    help: str
+    example: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    pipeline_options: bool = False
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one stderr line and exit code 2."""
+
+    def error(self, message: str) -> "None":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_Formatter = argparse.RawDescriptionHelpFormatter
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """``--mode --fps --device --precision --context --batch-size``."""
+    from .config import CONTEXT_MODES, MODES
+    from .pipeline import PRECISIONS
+
+    g = parser.add_argument_group("pipeline options")
+    g.add_argument("--mode", default="ave", choices=list(MODES),
+                   help="U-Net audio mode; the conv encoder feeds 'ave' (32,16,16) (default: ave)")
+    g.add_argument("--fps", type=_number, default=None, help="video frame rate (default: the mode's, 25 for ave)")
+    g.add_argument("--device", default="auto", help="'auto' (CUDA when available; the default), 'cpu', 'cuda', 'cuda:1', …")
+    g.add_argument("--precision", default="exact", choices=list(PRECISIONS),
+                   help="'exact' (default) reproduces the upstream recipe to <= 1e-5")
+    g.add_argument("--context", default="zeros", choices=list(CONTEXT_MODES),
+                   help="rows outside the padded features: 'zeros' (upstream, default) or 'edge' repeats")
+    g.add_argument("--batch-size", type=int, default=64, help="encoder windows per forward pass (default: 64)")
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output options")
+    g.add_argument("--json", action="store_true", help="print a JSON summary/report on stdout instead of text")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no text output (errors still go to stderr)")
+    g.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+
+def _add_checkpoint(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--checkpoint", "-c", required=required, metavar="CKPT",
+        help="encoder weights: audio_visual_encoder.pth (with or without the 'audio_encoder.' prefix), or "
+             "'seeded' for the deterministic UNTRAINED seeded_state_dict(0) weights (tests/demos only)")
+
+
+def load_weights(spec: str, device: str = "auto") -> tuple[Any, dict[str, Any]]:
+    """``--checkpoint`` value → (AudioEncoder, weights_info dict). ``"seeded"`` = seeded_state_dict(0)."""
+    from .dataset import weights_info
+    from .encoder import load_encoder, seeded_state_dict
+
+    if spec == SEEDED:
+        encoder = load_encoder(seeded_state_dict(0), device=device)
+        return encoder, weights_info(encoder)
+    encoder = load_encoder(spec, device=device)
+    return encoder, weights_info(spec, encoder=encoder)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only for an interactive stderr and without --quiet/--json."""
+    return not args.quiet and not args.json and sys.stderr.isatty()
+
+
+def _say(args: argparse.Namespace, text: str = "") -> None:
+    if not args.quiet and not args.json:
+        print(text)
+
+
+def _warn_untrained(args: argparse.Namespace, weights: dict[str, Any]) -> None:
+    if weights.get("untrained_seeded") and not args.quiet:
+        print(f"{PROG}: warning: UNTRAINED seeded weights (seeded_state_dict(0)); the features are not those of "
+              "the trained audio_visual_encoder.pth", file=sys.stderr)
+
+
+def _emit_json(obj: Any) -> None:
+    from .dataset import _jsonable
+
+    print(json.dumps(_jsonable(obj), indent=2, allow_nan=False))
+
+
+def _run_pipeline(args: argparse.Namespace, audio: Any, encoder: Any) -> Any:
+    from .pipeline import pipeline
+
+    return pipeline(audio, checkpoint=encoder, mode=args.mode, fps=args.fps, precision=args.precision,
+                    device=args.device, context=args.context, batch_size=args.batch_size,
+                    progress=_progress(args))
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def _describe_outputs(out: Path, meta: dict[str, Any]) -> list[str]:
+    shapes = meta["shapes"]
+    kind = meta["dataset"]["kind"]
+    rows = [("mel_spectrogram.npy", "float64", shapes["mel_spectrogram"])]
+    if kind != "features":
+        rows.append(("mel_windows.npy", "float32", shapes["mel_windows"]))
+    rows += [("audio_features_raw.npy", "float32", shapes["audio_features_raw"]),
+             ("audio_features_padded.npy", "float32", shapes["audio_features_padded"])]
+    n = meta["n_frames"]
+    if kind == "features":
+        rows.append(("audio_frames.npy", "float32", [n, *shapes["frame_reshaped"]]))
+    elif kind == "reference":
+        rows.append((f"frames/frame_XXXXX_window.npy   ×{n}", "float32", shapes["frame_window"]))
+        rows.append((f"frames/frame_XXXXX_reshaped.npy ×{n}", "float32", shapes["frame_reshaped"]))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"  {name.ljust(width)}  {dtype}  {_shape(shape)}" for name, dtype, shape in rows]
+    extra = ["metadata.json"] + (["summary.json", "VALIDATION_INSTRUCTIONS.json"] if kind == "reference" else [])
+    lines.append(f"  {', '.join(extra)}")
+    return lines
+
+
+def _weights_line(weights: dict[str, Any]) -> str:
+    if weights.get("untrained_seeded"):
+        return "weights: UNTRAINED seeded weights (seeded_state_dict(0)) — NOT the trained audio_visual_encoder.pth"
+    where = weights.get("checkpoint", "in-memory state dict")
+    return f"weights: {where} (state_dict sha256 {str(weights.get('state_dict_sha256'))[:16]}…)"
+
+
+def _summary(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "output": str(out),
+        "kind": meta["dataset"]["kind"],
+        "source": meta.get("source"),
+        "duration_s": meta.get("duration_s"),
+        "mode": meta["mode"],
+        "fps": meta["fps"],
+        "context": meta["context"],
+        "precision": meta.get("precision"),
+        "n_mel_frames": meta["n_mel_frames"],
+        "n_windows": meta["n_windows"],
+        "n_frames": meta["n_frames"],
+        "shapes": meta["shapes"],
+        "n_npy_files": len(meta["sha256"]),
+        "weights": meta["weights"],
+    }
+
+
+def _write_command(args: argparse.Namespace, kind: str) -> int:
+    from .dataset import check_output_dir, write_features, write_reference
+
+    check_output_dir(args.output, overwrite=args.force)  # fail before the long work
+    encoder, weights = load_weights(args.checkpoint, args.device)
+    result = _run_pipeline(args, args.audio, encoder)
+    if kind == "features":
+        meta = write_features(result, args.output, weights=weights, overwrite=args.force)
+    else:
+        meta = write_reference(result, args.output, weights=weights, overwrite=args.force,
+                               progress=_progress(args))
+    out = Path(args.output)
+    _warn_untrained(args, weights)
+    if args.json:
+        _emit_json(_summary(out, meta))
+        return 0
+    _say(args, f"{args.audio} ({meta['duration_s']:.2f} s) → {out}/: {meta['n_windows']} windows, "
+               f"{meta['n_frames']} frames (N+2), mode {meta['mode']}, {meta['fps']} fps, context {meta['context']}")
+    _say(args, _weights_line(weights))
+    for line in _describe_outputs(out, meta):
+        _say(args, line)
+    return 0
+
+
+# --------------------------------------------------------------------------- features / reference
+
+
+def _add_audio_out(parser: argparse.ArgumentParser, out_help: str) -> None:
+    parser.add_argument("audio", metavar="AUDIO", help="audio file (wav/flac/ogg/mp3, any rate/channels)")
+    _add_checkpoint(parser, required=True)
+    parser.add_argument("--output", "-o", required=True, metavar="OUT", help=out_help)
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUT if it is a non-empty directory written earlier by synctalk-audio")
+
+
+def _add_features(parser: argparse.ArgumentParser) -> None:
+    _add_audio_out(parser, "output directory (created atomically; must not exist or be empty unless --force)")
+
+
+def _run_features(args: argparse.Namespace) -> int:
+    return _write_command(args, "features")
+
+
+def _add_reference(parser: argparse.ArgumentParser) -> None:
+    _add_audio_out(parser, "output directory for the reference dataset (created atomically)")
+
+
+def _run_reference(args: argparse.Namespace) -> int:
+    return _write_command(args, "reference")
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _add_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("reference", metavar="REF", help="reference dataset directory (from 'reference' or 'features')")
+    parser.add_argument("candidate", metavar="CANDIDATE",
+                        help="directory of your port's .npy outputs, named like the reference's (any subset)")
+    parser.add_argument("--require", action="append", default=None, metavar="ARTIFACT",
+                        help="fail if this artifact is missing from CANDIDATE (repeatable; 'all' for every one). "
+                             "Artifacts: mel_spectrogram, mel_windows, audio_features_raw, audio_features_padded, "
+                             "frames_window, frames_reshaped")
+    parser.add_argument("--atol", type=float, default=None, help="absolute tolerance for every artifact "
+                        "(default: per artifact, from the reference's VALIDATION_INSTRUCTIONS.json)")
+    parser.add_argument("--rtol", type=float, default=None,
+                        help="tolerance relative to max|reference| for every artifact (default: per artifact)")
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from .dataset import ARTIFACTS, validate
+
+    tolerances = None
+    override = {k: v for k, v in (("atol", args.atol), ("rtol", args.rtol)) if v is not None}
+    if override:
+        tolerances = {name: dict(override) for name in ARTIFACTS}
+    required: Any = None
+    if args.require:
+        required = "all" if "all" in args.require else list(args.require)
+    report = validate(args.reference, args.candidate, tolerances=tolerances, required=required)
+    if args.json:
+        print(report.to_json())
+    elif not args.quiet:
+        print(report.table())
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def _add_plot(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", metavar="AUDIO", help="audio file")
+    parser.add_argument("--output", "-o", required=True, metavar="FIG", help="image file (.png, .svg, .pdf)")
+    _add_checkpoint(parser, required=False)
+    parser.add_argument("--dpi", type=int, default=120, help="resolution of raster images (default: 120)")
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from .plot import check_figure_path, plot_features
+
+    check_figure_path(args.output)  # fail before the long work
+    if args.checkpoint is None:
+        from .config import check_context, check_fps, check_mode
+
+        check_mode(args.mode)
+        check_context(args.context)
+        if args.fps is not None:
+            check_fps(args.fps)
+        if not args.quiet and not args.json:
+            print(f"{PROG}: note: no --checkpoint, so no feature panel (pass --checkpoint CKPT, or "
+                  "--checkpoint seeded for untrained weights)", file=sys.stderr)
+        plot_features(args.audio, path=args.output, dpi=args.dpi)
+        weights = None
+    else:
+        encoder, weights = load_weights(args.checkpoint, args.device)
+        result = _run_pipeline(args, args.audio, encoder)
+        note = ("UNTRAINED seeded weights (seeded_state_dict(0)): not the real audio_visual_encoder.pth"
+                if weights.get("untrained_seeded") else None)
+        plot_features(result, audio=args.audio, path=args.output, dpi=args.dpi, note=note)
+        _warn_untrained(args, weights)
+    if args.json:
+        _emit_json({"output": str(args.output), "audio": str(args.audio), "weights": weights})
+    else:
+        _say(args, f"wrote {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+_DEMO_README = """\
+synctalk-audio demo output
+==========================
+
+Made by `synctalk-audio demo` from the bundled clip {audio} ({duration:.2f} s)
+with UNTRAINED seeded encoder weights (synctalk_audio.encoder.seeded_state_dict(0),
+state_dict sha256 {sha}).
+
+These features show the pipeline and the dataset layout and are exact for those weights,
+but they are NOT the features of the trained audio_visual_encoder.pth: do not feed them
+to a real SyncTalk_2D U-Net. For real features run
+    synctalk-audio reference YOUR.wav --checkpoint audio_visual_encoder.pth -o OUT
+
+Contents: a complete reference dataset (see VALIDATION_INSTRUCTIONS.json) and
+demo_features.png (waveform, mel spectrogram, feature heat-map).
+Check a port against it:  synctalk-audio validate {out} YOUR_PORT_OUTPUT_DIR
+"""
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", default="demo_output", metavar="DIR",
+                        help="output directory (default: demo_output; a previous synctalk-audio output there is replaced)")
+    parser.add_argument("--audio", default=str(DEMO_AUDIO), metavar="AUDIO", help="input clip (default: the bundled demo_speech.wav)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .dataset import UNTRAINED_NOTE, _write
+    from .encoder import resolve_device
+
+    out = Path(args.output)
+    encoder, weights = load_weights(SEEDED, args.device)
+    device = str(resolve_device(args.device))
+    _say(args, "synctalk-audio demo — UNTRAINED seeded weights (seeded_state_dict(0)): the numbers are exact for "
+               "these weights, but they are NOT the trained audio_visual_encoder.pth")
+    result = _run_pipeline(args, args.audio, encoder)
+    meta_src = result.metadata
+    _say(args, f"input: {args.audio} ({meta_src['duration_s']:.2f} s, {meta_src['n_samples']} samples at "
+               f"{meta_src['sample_rate']} Hz), device {device}")
+    n = result.features.shape[0]
+    _say(args, f"mel {_shape(result.mel.shape)} → windows ({n}, 80, 16) → features {_shape(result.features.shape)} "
+               f"→ padded {_shape(result.padded.shape)} → frames {_shape(result.frames.shape)}")
+
+    def extras(tmp: Path) -> None:
+        from .plot import plot_features
+
+        plot_features(result, audio=args.audio, path=tmp / "demo_features.png", note=UNTRAINED_NOTE.split(":")[0])
+        (tmp / "README.txt").write_text(_DEMO_README.format(audio=args.audio, duration=meta_src["duration_s"],
+                                                           sha=weights["state_dict_sha256"], out=out))
+
+    meta = _write(result, out, kind="reference", checkpoint=None, weights=weights, overwrite=True,
+                  progress=_progress(args), extra_meta={"demo": UNTRAINED_NOTE}, extra=extras)
+    if args.json:
+        summary = _summary(out, meta)
+        summary["plot"] = str(out / "demo_features.png")
+        _emit_json(summary)
+        return 0
+    _say(args, f"wrote {out}/ ({len(meta['sha256'])} .npy files, checksums in metadata.json):")
+    for line in _describe_outputs(out, meta):
+        _say(args, line)
+    _say(args, "  demo_features.png, README.txt")
+    _say(args, f"check a port against it: {PROG} validate {out} YOUR_PORT_OUTPUT_DIR")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _add_export(parser: argparse.ArgumentParser) -> None:
+    _add_checkpoint(parser, required=True)
+    parser.add_argument("--format", "-f", default="all", choices=["onnx", "torchscript", "coreml", "all"],
+                        help="encoder.onnx, encoder.pt (TorchScript), encoder.mlpackage (CoreML) or all three")
+    parser.add_argument("--output-dir", "-o", required=True, metavar="DIR",
+                        help="folder for the artifacts and their .json metadata (created if missing)")
+    parser.add_argument("--fp16", action="store_true", help="CoreML: float16 compute precision (default float32)")
+    parser.add_argument("--max-batch", type=int, default=64, help="CoreML: largest batch of the flexible input "
+                        "(1 = fixed (1, 1, 80, 16), best for the Neural Engine)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import export_all
+
+    results = export_all(args.checkpoint, args.output_dir, formats=args.format, max_batch=args.max_batch,
+                         compute_precision="float16" if args.fp16 else "float32")
+    _warn_untrained(args, dict(results[0].metadata["checkpoint"]))
+    if args.json:
+        _emit_json([{"format": r.format, "path": str(r.path), "metadata_path": str(r.metadata_path),
+                     **dict(r.metadata)} for r in results])
+        return 0
+    for r in results:
+        ver = r.metadata["verification"]
+        _say(args, f"wrote {r.path} (+ .json): max abs diff {ver['max_abs_diff']:.3g} vs {ver['reference']}, "
+                   f"{ver['max_abs_diff_vs_exact_encoder']:.3g} vs the exact encoder "
+                   f"(max|features| {ver['feature_scale']:.3g}; {ver['runtime']})")
+    return 0
+
+
+# --------------------------------------------------------------------------- table and parser
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("features", "audio → mel, features, padded features and frames (.npy) + metadata.json",
+            "synctalk-audio features talk.wav --checkpoint audio_visual_encoder.pth -o talk_features/",
+            _add_features, _run_features, pipeline_options=True),
+    Command("reference", "write the full reference dataset for ports (per-frame files, validation instructions)",
+            "synctalk-audio reference talk.wav --checkpoint audio_visual_encoder.pth -o reference/",
+            _add_reference, _run_reference, pipeline_options=True),
+    Command("validate", "compare a port's .npy outputs with a reference dataset (exit 1 on failure)",
+            "synctalk-audio validate reference/ my_port_output/ --json > report.json",
+            _add_validate, _run_validate),
+    Command("plot", "figure of the waveform, mel spectrogram and feature heat-map",
+            "synctalk-audio plot talk.wav --checkpoint audio_visual_encoder.pth -o talk.png",
+            _add_plot, _run_plot, pipeline_options=True),
+    Command("demo", "run everything on the bundled clip with UNTRAINED seeded weights",
+            "synctalk-audio demo -o demo_output",
+            _add_demo, _run_demo, pipeline_options=True),
+    Command("export", "export the encoder to ONNX, TorchScript and CoreML, each verified against PyTorch",
+            "synctalk-audio export --checkpoint audio_visual_encoder.pth --format all -o exported/",
+            _add_export, _run_export),
+)
+
+
+def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+    """The argparse parser with one subparser per :class:`Command`."""
+    examples = "\n".join(f"  {c.example}" for c in commands)
+    parser = _Parser(
+        prog=PROG,
+        description="Exact SyncTalk_2D audio features: audio → mel → encoder → per-frame U-Net tensors.",
+        epilog=f"examples:\n{examples}\n\n'--checkpoint seeded' uses untrained seeded weights (tests, demos).\n"
+               "exit codes: 0 ok, 1 validation failed, 2 error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for cmd in commands:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help,
+                           epilog=f"example:\n  {cmd.example}", formatter_class=_Formatter)
+        cmd.add_arguments(p)
+        if cmd.pipeline_options:
+            add_pipeline_options(p)
+        _add_common_options(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return text or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``synctalk-audio`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into head): nothing more to say.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except (SyncTalkAudioError, OSError, ImportError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: internal error {type(exc).__name__}: {_one_line(exc)} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

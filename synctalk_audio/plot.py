@@ -1,0 +1,243 @@
+"""Figures of the pipeline: waveform, mel spectrogram and encoder-feature heat-map.
+
+Needs the ``plot`` extra (matplotlib). Figures are built with ``matplotlib.figure.Figure``
+directly, never through ``pyplot``: no global backend is switched and nothing is kept open,
+so the same call works in a notebook (the figure is displayed when returned) and in the CLI
+(saved through the Agg canvas).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import check_waveform, load_audio
+from .config import SYNCTALK_2D, MelConfig
+from .errors import ConfigError, OutputError
+
+__all__ = ["plot_features", "save_figure", "check_figure_path"]
+
+_ENVELOPE_ABOVE = 20000  # samples; longer waveforms are drawn as a min/max envelope
+_ENVELOPE_BINS = 4000
+
+
+def _matplotlib_figure() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'synctalk-audio[plot]'") from None
+    return Figure
+
+
+def check_figure_path(path: "str | os.PathLike") -> str:
+    """Check that a figure can be saved at ``path``; return its format (the suffix).
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a directory or lies under a file, or its suffix is not an image format
+        matplotlib writes.
+    """
+    _matplotlib_figure()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise OutputError(f"output path {target} is a directory; expected an image file name like fig.png")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"output path {target} lies under the file {parent}")
+    fmt = target.suffix.lower().lstrip(".")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in supported:
+        raise OutputError(f"cannot save a figure as {target.name!r}: use one of .{', .'.join(sorted(supported))}")
+    return fmt
+
+
+def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120) -> Path:
+    """Save ``fig`` atomically (temp sibling file + rename); the format follows the suffix.
+
+    Raises
+    ------
+    OutputError
+        As :func:`check_figure_path`, or the write fails (no partial file is left).
+    """
+    target = Path(path).expanduser()
+    fmt = check_figure_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=dpi)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _waveform_panel(ax: Any, wav: np.ndarray, sr: int) -> None:
+    n = wav.shape[0]
+    if n > _ENVELOPE_ABOVE:
+        edges = np.linspace(0, n, _ENVELOPE_BINS + 1).astype(np.int64)
+        lo = np.minimum.reduceat(wav, edges[:-1])
+        hi = np.maximum.reduceat(wav, edges[:-1])
+        t = edges[:-1] / sr
+        ax.fill_between(t, lo, hi, color="tab:blue", linewidth=0)
+    else:
+        ax.plot(np.arange(n) / sr, wav, color="tab:blue", linewidth=0.6)
+    ax.set_ylabel("amplitude")
+    ax.set_title(f"waveform ({n} samples at {sr} Hz)", fontsize=10, loc="left")
+    peak = float(np.max(np.abs(wav))) if n else 1.0
+    ax.set_ylim(-1.05 * max(peak, 1e-3), 1.05 * max(peak, 1e-3))
+
+
+def plot_features(
+    data: Any,
+    *,
+    audio: Any = None,
+    checkpoint: Any = None,
+    path: "str | os.PathLike | None" = None,
+    title: str | None = None,
+    note: str | None = None,
+    mode: str = "ave",
+    fps: float | None = None,
+    context: str = "zeros",
+    device: str = "auto",
+    config: MelConfig = SYNCTALK_2D,
+    figsize: tuple[float, float] = (11.0, 7.5),
+    dpi: int = 120,
+) -> Any:
+    """Waveform, mel spectrogram and feature heat-map of one clip, on a shared time axis.
+
+    Parameters
+    ----------
+    data : Features, path or ndarray (n,)
+        A :class:`~synctalk_audio.pipeline.Features` (its waveform is read from ``audio``, or
+        reloaded from ``metadata["source"]`` when that is a file), or audio (a file, or 16 kHz
+        mono samples). For audio, the feature panel needs ``checkpoint``; without one the
+        figure has the waveform and mel panels only.
+    audio : path or ndarray, optional
+        The waveform to draw with a Features.
+    checkpoint : path, state dict or AudioEncoder, optional
+        Encoder weights for audio input. The untrained seeded weights are detected and labelled.
+    path : path, optional
+        Also save the figure there (atomically; format from the suffix, e.g. .png, .svg, .pdf).
+    title, note : str, optional
+        Figure title (default: file name, duration, frame counts) and an extra line under it.
+    mode, fps, context, device, config
+        Passed to :func:`~synctalk_audio.pipeline.pipeline` for audio input.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes: waveform (amplitude vs s), mel (band vs s, colour: normalised dB in [-4, 4]),
+        features (dimension 0-511 vs s, one column per window/video frame i at i/fps).
+
+    Examples
+    --------
+    >>> from synctalk_audio import pipeline, seeded_state_dict            # doctest: +SKIP
+    >>> fig = plot_features(pipeline("talk.wav", checkpoint=seeded_state_dict()))  # doctest: +SKIP
+    """
+    from .pipeline import Features, pipeline
+
+    Figure = _matplotlib_figure()
+    wav = None
+    source = None
+    features = None
+    untrained = False
+    if isinstance(data, Features):
+        result = data
+        mel, features, fps_used = result.mel, result.features, result.fps
+        source = result.metadata.get("source")
+        if audio is not None:
+            wav = load_audio(audio, sr=config.sample_rate) if isinstance(audio, (str, os.PathLike)) else check_waveform(audio)
+        elif isinstance(source, str) and source != "<array>" and Path(source).is_file():
+            wav = load_audio(source, sr=config.sample_rate)
+    elif isinstance(data, (str, os.PathLike, np.ndarray)):
+        if isinstance(data, np.ndarray):
+            wav, source = check_waveform(data), "<array>"
+        else:
+            wav, source = load_audio(data, sr=config.sample_rate), str(data)
+        if checkpoint is not None:
+            from .dataset import weights_info
+            from .pipeline import _resolve_encoder
+
+            encoder = _resolve_encoder(checkpoint, device)
+            untrained = bool(weights_info(encoder).get("untrained_seeded"))
+            result = pipeline(wav, checkpoint=encoder, mode=mode, fps=fps, context=context, device=device,
+                              config=config)
+            mel, features, fps_used = result.mel, result.features, result.fps
+        else:
+            from .dsp import melspectrogram
+
+            mel, fps_used = melspectrogram(wav, config), fps
+    else:
+        raise ConfigError(f"plot_features takes a Features, an audio path or an array, got {type(data).__name__}")
+
+    sr, hop = config.sample_rate, config.hop_length
+    panels = ["wave"] if wav is not None else []
+    panels.append("mel")
+    if features is not None:
+        panels.append("features")
+    ratios = {"wave": 1.0, "mel": 1.5, "features": 2.0}
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, height_ratios=[ratios[p] for p in panels], squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels):
+        if panel == "wave":
+            _waveform_panel(ax, wav, sr)
+            if len(panels) > 1:  # an invisible colourbar keeps the time axes aligned with the images
+                from matplotlib.cm import ScalarMappable
+
+                spacer = fig.colorbar(ScalarMappable(), ax=ax, pad=0.01, label=" ")
+                spacer.ax.set_visible(False)
+        elif panel == "mel":
+            T = mel.shape[1]
+            img = ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=-config.max_abs_value,
+                            vmax=config.max_abs_value, interpolation="nearest",
+                            extent=(-0.5 * hop / sr, (T - 0.5) * hop / sr, -0.5, mel.shape[0] - 0.5))
+            ax.set_ylabel("mel band")
+            ax.set_title(f"mel spectrogram ({mel.shape[0]}, {T}), {hop / sr * 1000:g} ms hop", fontsize=10, loc="left")
+            fig.colorbar(img, ax=ax, label="normalised dB", pad=0.01)
+        else:
+            n = features.shape[0]
+            img = ax.imshow(features.T, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest",
+                            extent=(-0.5 / fps_used, (n - 0.5) / fps_used, -0.5, features.shape[1] - 0.5))
+            ax.set_ylabel("feature dimension")
+            label = f"encoder features ({n}, {features.shape[1]}): frame i at i / {fps_used:g} s"
+            if untrained:
+                label += " — UNTRAINED seeded weights"
+            ax.set_title(label, fontsize=10, loc="left")
+            fig.colorbar(img, ax=ax, label="activation", pad=0.01)
+    spans = [(-0.5 * hop / sr, (mel.shape[1] - 0.5) * hop / sr)]
+    if wav is not None:
+        spans.append((0.0, wav.shape[0] / sr))
+    if features is not None:
+        spans.append((-0.5 / fps_used, (features.shape[0] - 0.5) / fps_used))
+    axes[-1].set_xlim(min(a for a, _ in spans), max(b for _, b in spans))
+    axes[-1].set_xlabel("time (s)")
+    if title is None:
+        name = Path(source).name if isinstance(source, str) and source != "<array>" else "audio array"
+        duration = (wav.shape[0] / sr) if wav is not None else (mel.shape[1] - 1) * hop / sr
+        title = f"{name}: {duration:.2f} s"
+        if features is not None:
+            title += f", {features.shape[0]} windows → {features.shape[0] + 2} video frames ({result.mode}, {fps_used:g} fps)"
+    if untrained and note is None:
+        note = "UNTRAINED seeded weights (seeded_state_dict(0)): not the real audio_visual_encoder.pth"
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
+    if path is not None:
+        save_figure(fig, path, dpi=dpi)
+    return fig

@@ -1,0 +1,256 @@
+"""The synctalk-audio command line, end to end in subprocesses (plus cheap in-process checks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synctalk_audio import cli
+
+from .conftest import golden_input
+
+CLIP = str(golden_input("speech_16k_mono"))
+SHORT = str(golden_input("short_0p3s_16k"))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synctalk_audio", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("synctalk-audio") and "error:" in lines[0] and match in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("cli")
+    proc = run("reference", CLIP, "--checkpoint", "seeded", "-o", "ref", "--device", "cpu", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "UNTRAINED" in proc.stdout and "frames/frame_XXXXX_window.npy" in proc.stdout
+    return cwd / "ref"
+
+
+@pytest.mark.slow
+def test_reference_command(reference_dir):
+    meta = json.loads((reference_dir / "metadata.json").read_text())
+    n = meta["n_frames"]
+    assert meta["weights"]["untrained_seeded"] is True
+    assert len(list((reference_dir / "frames").glob("frame_*_reshaped.npy"))) == n
+    assert (reference_dir / "VALIDATION_INSTRUCTIONS.json").is_file()
+
+
+@pytest.mark.slow
+def test_features_command_and_validate(reference_dir, tmp_path):
+    proc = run("features", CLIP, "-c", "seeded", "-o", "feat", "--json", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["kind"] == "features" and summary["weights"]["untrained_seeded"] is True
+    assert "UNTRAINED" in proc.stderr  # the warning also reaches a --json user
+    feat = tmp_path / "feat"
+    frames = np.load(feat / "audio_frames.npy")
+    assert frames.shape == (summary["n_frames"], 32, 16, 16)
+    # the features output validates against the reference dataset, and vice versa
+    ok = run("validate", str(reference_dir), str(feat), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASS" in ok.stdout and "frames_reshaped" in ok.stdout
+    # existing output: refused without --force, replaced with it
+    again = run("features", CLIP, "-c", "seeded", "-o", "feat", cwd=tmp_path)
+    assert_one_line_error(again, "not empty")
+
+
+
+def test_force_replaces_in_process(tmp_path, capsys):
+    out = str(tmp_path / "feat")
+    assert cli.main(["features", SHORT, "-c", "seeded", "-o", out, "-q", "--device", "cpu"]) == 0
+    assert cli.main(["features", SHORT, "-c", "seeded", "-o", out, "-q", "--device", "cpu"]) == 2
+    assert cli.main(["features", SHORT, "-c", "seeded", "-o", out, "-q", "--force", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "not empty" in captured.err
+    assert [p.name for p in tmp_path.iterdir()] == ["feat"]
+
+
+def test_validate_failure_exit_code_and_json(reference_dir, tmp_path):
+    cand = tmp_path / "cand"
+    shutil.copytree(reference_dir, cand)
+    arr = np.load(cand / "audio_features_padded.npy")
+    arr[5, 100] += 0.5
+    np.save(cand / "audio_features_padded.npy", arr)
+    proc = run("validate", str(reference_dir), str(cand), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "FAIL" in proc.stdout and "audio_features_padded" in proc.stdout
+    proc = run("validate", str(reference_dir), str(cand), "--json", cwd=tmp_path)
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False
+    assert {r["name"]: r["status"] for r in report["rows"]}["audio_features_padded"] == "fail"
+    # a loose enough tolerance passes it; --require fails on what is missing
+    assert run("validate", str(reference_dir), str(cand), "--atol", "1", "-q", cwd=tmp_path).returncode == 0
+    only_mel = tmp_path / "only_mel"
+    only_mel.mkdir()
+    shutil.copy(reference_dir / "mel_spectrogram.npy", only_mel)
+    assert run("validate", str(reference_dir), str(only_mel), "-q", cwd=tmp_path).returncode == 0
+    assert run("validate", str(reference_dir), str(only_mel), "--require", "all", "-q", cwd=tmp_path).returncode == 1
+
+
+@pytest.mark.slow
+def test_plot_command(tmp_path):
+    proc = run("plot", SHORT, "-o", "fig.png", "--checkpoint", "seeded", "--dpi", "40", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fig.png").read_bytes()[:8] == PNG
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+
+
+def test_plot_without_checkpoint_in_process(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert cli.main(["plot", SHORT, "-o", str(tmp_path / "mel_only.png"), "--dpi", "30"]) == 0
+    assert "no feature panel" in capsys.readouterr().err
+    assert (tmp_path / "mel_only.png").read_bytes()[:8] == PNG
+    assert cli.main(["plot", SHORT, "-o", str(tmp_path / "fig.xyz")]) == 2
+    assert "fig.xyz" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["mel_only.png"]
+
+
+@pytest.mark.slow
+def test_demo_command(tmp_path):
+    proc = run("demo", "-o", "demo_output", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "UNTRAINED" in proc.stdout.splitlines()[0]
+    out = tmp_path / "demo_output"
+    assert (out / "demo_features.png").read_bytes()[:8] == PNG
+    assert "UNTRAINED" in (out / "README.txt").read_text()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["weights"]["untrained_seeded"] is True and "UNTRAINED" in meta["demo"]
+    assert meta["n_frames"] == 96 and meta["source"].endswith("demo_speech.wav")
+    # a second run replaces the previous demo output (make demo twice works); in-process for speed
+    (out / "stale.npy").write_bytes(b"")
+    assert cli.main(["demo", "-o", str(out), "-q", "--device", "cpu"]) == 0
+    assert not (out / "stale.npy").exists() and (out / "demo_features.png").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["demo_output"]
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    proc = run("features", "missing.wav", "-c", "seeded", "-o", "out", cwd=tmp_path)
+    assert_one_line_error(proc, "not found")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("features", "missing.wav", "-c", "seeded", "-o", "out"), "not found"),
+        (("features", CLIP, "-c", "missing.pth", "-o", "out"), "missing.pth"),
+        (("features", CLIP, "-c", "seeded", "-o", "out", "--fps", "0"), "fps"),
+        (("features", CLIP, "-c", "seeded", "-o", "out", "--mode", "hubert"), "hubert"),
+        (("reference", str(golden_input("too_short_0p15s_16k")), "-c", "seeded", "-o", "out"), "too short"),
+        (("features", CLIP, "-c", "seeded", "-o", "out", "--device", "nonsense"), "nonsense"),
+        (("validate", "nope", "."), "not found"),
+    ],
+)
+def test_bad_input_in_process(args, match, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("synctalk-audio: error:") and match in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_is_a_file(tmp_path):
+    (tmp_path / "out").write_text("keep me")
+    proc = run("reference", SHORT, "-c", "seeded", "-o", "out", cwd=tmp_path)
+    assert_one_line_error(proc, "is a file")
+    assert (tmp_path / "out").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def test_bad_checkpoint_in_process(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert cli.main(["features", SHORT, "-c", str(bad), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "synctalk-audio: error:" in err and "bad.pth" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_traceback(tmp_path, capsys):
+    assert cli.main(["validate", str(tmp_path / "nope"), str(tmp_path), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("synctalk-audio: error:")
+
+
+def test_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["features", CLIP])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--checkpoint" in err
+
+
+def test_help_has_an_example_per_subcommand(capsys):
+    parser = cli.build_parser()
+    text = parser.format_help()
+    for cmd in cli.COMMANDS:
+        assert cmd.example in text
+        with pytest.raises(SystemExit):
+            cli.main([cmd.name, "--help"])
+        sub = capsys.readouterr().out
+        assert "example:" in sub and cmd.example in sub
+        if cmd.pipeline_options:
+            for opt in ("--mode", "--fps", "--device", "--precision", "--context"):
+                assert opt in sub
+        for opt in ("--json", "--quiet", "--debug"):
+            assert opt in sub
+
+
+def test_command_table_is_extensible(capsys):
+    seen = {}
+
+    def add(p):
+        p.add_argument("thing")
+
+    def go(args):
+        seen["thing"] = args.thing
+        return 0
+
+    extra = cli.Command("stream", "stream test", "synctalk-audio stream x", add, go, pipeline_options=True)
+    parser = cli.build_parser((*cli.COMMANDS, extra))
+    args = parser.parse_args(["stream", "x", "--fps", "20"])
+    assert args._run(args) == 0 and seen == {"thing": "x"} and args.fps == 20
+
+
+def test_lazy_imports():
+    code = ("import sys; from synctalk_audio import cli; cli.build_parser(); "
+            "heavy = [m for m in ('torch', 'matplotlib', 'tqdm') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_validate_does_not_import_torch(reference_dir):
+    code = ("import sys; from synctalk_audio import cli; "
+            f"rc = cli.main(['validate', {str(reference_dir)!r}, {str(reference_dir)!r}, '-q']); "
+            "assert rc == 0, rc; assert 'torch' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_console_script_installed():
+    script = Path(sys.executable).parent / "synctalk-audio"
+    if not script.exists():
+        pytest.skip("console script not installed in this environment")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("synctalk-audio ")

@@ -1,0 +1,91 @@
+"""plot_features: panels, labels, atomic saving, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import synctalk_audio as sa  # noqa: E402
+from synctalk_audio.errors import ConfigError, OutputError  # noqa: E402
+from synctalk_audio.plot import check_figure_path, plot_features, save_figure  # noqa: E402
+
+from .conftest import golden_input  # noqa: E402
+
+CLIP = golden_input("short_0p3s_16k")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def result(seeded_encoder):
+    return sa.pipeline(CLIP, checkpoint=seeded_encoder, device="cpu")
+
+
+def _main_axes(fig):
+    """The panels (colour-bar axes have no x label and are excluded)."""
+    return [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() in ("amplitude", "mel band", "feature dimension")]
+
+
+def test_three_panels_from_features(result):
+    fig = plot_features(result)
+    axes = _main_axes(fig)
+    assert [ax.get_ylabel() for ax in axes] == ["amplitude", "mel band", "feature dimension"]
+    assert axes[-1].get_xlabel() == "time (s)"
+    mel_img = axes[1].get_images()[0].get_array()
+    np.testing.assert_array_equal(np.asarray(mel_img), result.mel)
+    feat_img = axes[2].get_images()[0].get_array()
+    np.testing.assert_array_equal(np.asarray(feat_img), result.features.T)
+    # time axes agree: the x range covers the whole clip
+    lo, hi = axes[0].get_xlim()
+    assert lo <= 0 and hi >= result.metadata["duration_s"]
+
+
+def test_audio_without_checkpoint_has_two_panels():
+    fig = plot_features(str(CLIP))
+    assert [ax.get_ylabel() for ax in _main_axes(fig)] == ["amplitude", "mel band"]
+
+
+def test_audio_with_seeded_checkpoint_is_labelled_untrained(seeded_encoder):
+    fig = plot_features(np.asarray(sa.load_audio(CLIP)), checkpoint=seeded_encoder)
+    axes = _main_axes(fig)
+    assert len(axes) == 3
+    assert "UNTRAINED" in axes[2].get_title(loc="left")
+    assert "UNTRAINED" in fig.get_suptitle()
+
+
+def test_save_png_atomically(result, tmp_path):
+    out = tmp_path / "sub" / "fig.png"
+    fig = plot_features(result, path=out, dpi=40)
+    assert out.read_bytes()[:8] == PNG
+    assert [p.name for p in out.parent.iterdir()] == ["fig.png"]  # no temp file left
+    save_figure(fig, tmp_path / "fig.svg")
+    assert (tmp_path / "fig.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_save_errors_leave_nothing(result, tmp_path, monkeypatch):
+    with pytest.raises(OutputError, match="is a directory"):
+        check_figure_path(tmp_path)
+    with pytest.raises(OutputError, match="fig.xyz"):
+        check_figure_path(tmp_path / "fig.xyz")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="under the file"):
+        check_figure_path(tmp_path / "file" / "fig.png")
+    fig = plot_features(result)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fig, "savefig", disk_full)
+    with pytest.raises(OutputError, match="No space left"):
+        save_figure(fig, tmp_path / "fig.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_bad_input():
+    with pytest.raises(ConfigError, match="Features"):
+        plot_features(42)
+    with pytest.raises(sa.AudioError):
+        plot_features(Path("no_such_file.wav"))
