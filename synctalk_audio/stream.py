@@ -152,13 +152,31 @@ class _RowEncoder:
             and all(p.dtype == torch.float32 for p in self.encoder.parameters())
         )
 
+    def uses_onednn(self) -> bool:
+        """True when rows go straight to oneDNN (CPU, oneDNN built in and not switched off)."""
+        import torch
+
+        return self.direct and torch.backends.mkldnn.enabled
+
+    @staticmethod
+    def module_uses_onednn(batch: int) -> bool:
+        """Whether the module itself runs every conv of a ``batch``-window batch through oneDNN.
+
+        PyTorch's rule (``use_mkldnn`` in aten/src/ATen/native/Convolution.cpp) for these
+        float32 layers: batch > 1 (or a large input), and for the 1x1 layer also batch >= 16 or
+        more than one thread.
+        """
+        import torch
+
+        return batch >= 16 or (batch >= 2 and torch.get_num_threads() > 1)
+
     def rows(self, windows: np.ndarray) -> np.ndarray:
         """(k, 80, 16) float32 → (k, 512) float32, as offline computes them in full batches."""
         from .encoder import FEATURE_DIM, encode_batch
 
         if windows.shape[0] == 0:
             return np.empty((0, FEATURE_DIM), np.float32)
-        if not self.direct:
+        if not self.uses_onednn():
             return encode_batch(windows, self.encoder, batch_size=self.batch_size, device=self.device)
         import torch
 
@@ -584,9 +602,12 @@ class StreamingPipeline:
         feats = np.empty((idx.shape[0], 512), np.float32)
         if idx.shape[0]:
             windows = self._windows(state, starts)
-            # Offline's last batch is rows [last, N), run as one batch of N - last windows.
+            # Offline's last batch is rows [last, N), run as one batch of N - last windows; if
+            # PyTorch sends such a batch to other kernels than oneDNN, reproduce it exactly.
             last = self.batch_size * ((N - 1) // self.batch_size)
             split = max(last - state.n_win, 0)
+            if self._encoder.uses_onednn() and self._encoder.module_uses_onednn(N - last):
+                split = idx.shape[0]
             feats[:split] = self._encoder.rows(windows[:split])
             if split < idx.shape[0]:
                 feats[split:] = self._encoder.batch_of(windows[split:], N - last)

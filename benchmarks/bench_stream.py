@@ -1,0 +1,130 @@
+"""Streaming benchmark: CPU time per 40 ms video frame, exact mode, 20 ms chunks.
+
+Streams benchmarks/data/speech_45s.flac through :class:`synctalk_audio.StreamingPipeline` in
+chunks of ``--chunk-ms`` and reports the process CPU time (all threads) per output video frame,
+the wall time per push, and how far behind the input the frames become available. Also checks
+that the streamed frames equal the offline ``pipeline`` frames (``--no-check`` to skip).
+
+    .venv/bin/python benchmarks/bench_stream.py                 # 45 s clip, 20 ms chunks
+    .venv/bin/python benchmarks/bench_stream.py --threads none  # leave torch's thread count
+
+Target: <= 5 ms CPU per 40 ms frame on 2 cores. The machine (CPU model, cores, load average)
+is printed with the result: other processes on the same cores inflate the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_AUDIO = ROOT / "benchmarks" / "data" / "speech_45s.flac"
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name, read from /proc/cpuinfo (or platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--audio", default=str(DEFAULT_AUDIO), help="audio file (default: the 45 s speech clip)")
+    parser.add_argument("--checkpoint", default="seeded", help="encoder checkpoint, or 'seeded' (default)")
+    parser.add_argument("--chunk-ms", type=float, default=20.0, help="push size in ms (default 20)")
+    parser.add_argument("--threads", default="1",
+                        help="StreamingPipeline(threads=…): torch threads per encoder call, or 'none' (default 1)")
+    parser.add_argument("--seconds", type=float, default=None, help="only the first S seconds of the audio")
+    parser.add_argument("--repeat", type=int, default=1, help="stream it this many times, report the best run")
+    parser.add_argument("--no-check", action="store_true", help="skip the comparison with the offline pipeline")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    import synctalk_audio as sa
+    from synctalk_audio.encoder import load_encoder, seeded_state_dict
+    from synctalk_audio.stream import run_stream
+
+    threads = None if args.threads.lower() == "none" else int(args.threads)
+    weights = seeded_state_dict(0) if args.checkpoint == "seeded" else args.checkpoint
+    encoder = load_encoder(weights, device="cpu")
+    wav = sa.load_audio(args.audio)
+    if args.seconds is not None:
+        wav = wav[: int(args.seconds * 16000)]
+    chunk = int(round(args.chunk_ms * 16000 / 1000))
+    stream = sa.StreamingPipeline(checkpoint=encoder, device="cpu", threads=threads)
+
+    # Warm-up (imports, oneDNN primitive creation), then the timed runs.
+    run_stream(stream, wav[: 16000 * 2], chunk, keep_frames=False)
+    load_before = os.getloadavg()
+    best = None
+    frames = None
+    for _ in range(max(args.repeat, 1)):
+        out, report = run_stream(stream, wav, chunk, keep_frames=not args.no_check)
+        if best is None or report.total_cpu_s < best.total_cpu_s:
+            best, frames = report, out
+    load_after = os.getloadavg()
+
+    result = best.summary()
+    result["machine"] = {
+        "cpu_model": cpu_model(),
+        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads_process": torch.get_num_threads(),
+        "stream_threads": threads,
+        "load_average_before": load_before[0],
+        "load_average_after": load_after[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+    result["audio"] = str(args.audio)
+    if not args.no_check:
+        t = time.perf_counter()
+        ref = sa.pipeline(wav, checkpoint=encoder, device="cpu").frames
+        result["offline_s"] = time.perf_counter() - t
+        same_shape = ref.shape == frames.shape
+        result["max_abs_diff_vs_offline"] = float(np.max(np.abs(ref - frames))) if same_shape else None
+        result["frames_shape_matches_offline"] = same_shape
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    m = result["machine"]
+    lat = result["algorithmic_latency"]
+    print(f"machine: {m['cpu_model']}, {m['cpus_available']} CPUs, torch {m['torch']} "
+          f"({m['torch_threads_process']} threads; stream encoder calls: {threads or 'as torch'}), "
+          f"load average {m['load_average_before']:.2f} → {m['load_average_after']:.2f}")
+    print(f"audio: {result['audio_s']:.1f} s in {result['n_chunks']} chunks of {result['chunk_ms']:g} ms → "
+          f"{result['n_frames']} frames ({result['n_frames_at_flush']} at flush)")
+    print(f"CPU time per 40 ms video frame: {result['cpu_ms_per_frame']:.2f} ms (target <= 5 ms); "
+          f"wall {result['wall_ms_per_frame']:.2f} ms; real-time factor {result['real_time_factor']:.3f}")
+    for key, label in [("chunk_wall_ms", "push wall time per chunk"), ("chunk_cpu_ms", "push CPU time per chunk"),
+                       ("frame_compute_ms", "compute per streamed frame"),
+                       ("frame_ready_ms", "frame ready after its time")]:
+        st = result[key]
+        print(f"  {label:28s} median {st['median']:7.2f}  p95 {st['p95']:7.2f}  max {st['max']:7.2f} ms")
+    print(f"algorithmic latency: {lat['samples']} samples = {lat['ms']:.1f} ms "
+          f"(context {lat['context_samples']:g} + window {lat['window_samples']} + STFT {lat['stft_samples']})")
+    if "max_abs_diff_vs_offline" in result:
+        print(f"max |stream - offline| = {result['max_abs_diff_vs_offline']} "
+              f"(offline pipeline {result['offline_s']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
