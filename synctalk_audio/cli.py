@@ -418,6 +418,72 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- stream
+
+
+def _add_stream(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("audio", metavar="AUDIO", help="audio file, streamed in chunks as if it were live input")
+    _add_checkpoint(parser, required=True)
+    parser.add_argument("--chunk-ms", type=float, default=20.0, metavar="MS",
+                        help="push size in milliseconds of audio (default: 20)")
+    parser.add_argument("--output", "-o", default=None, metavar="OUT.npy",
+                        help="save the streamed frames (N+2, 32, 16, 16) float32 to this .npy (written atomically)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the per-window encoder calls (default: 1; 0 = leave torch's setting)")
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    import math
+
+    from .audio import load_audio
+    from .errors import ConfigError
+    from .stream import StreamingPipeline, check_frames_path, run_stream, save_frames
+
+    if not (math.isfinite(args.chunk_ms) and args.chunk_ms > 0):
+        raise ConfigError(f"--chunk-ms must be a positive number of milliseconds, got {args.chunk_ms!r}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
+    if args.output is not None:
+        check_frames_path(args.output)
+    encoder, weights = load_weights(args.checkpoint, args.device)
+    _warn_untrained(args, weights)
+    stream = StreamingPipeline(checkpoint=encoder, mode=args.mode, fps=args.fps, device=args.device,
+                               precision=args.precision, context=args.context, batch_size=args.batch_size,
+                               threads=args.threads or None)
+    wav = load_audio(args.audio, sr=stream.config.sample_rate)
+    chunk = max(1, int(round(args.chunk_ms * stream.config.sample_rate / 1000.0)))
+    frames, report = run_stream(stream, wav, chunk, keep_frames=args.output is not None)
+    summary = {"audio": str(args.audio), "device": stream.device, "mode": stream.mode, "context": stream.context,
+               "chunk_samples": chunk, **report.summary(), "output": args.output, "weights": weights}
+    if args.output is not None:
+        save_frames(frames, args.output)
+    if args.json:
+        _emit_json(summary)
+        return 0
+    lat = report.latency
+    _say(args, f"{args.audio} ({summary['audio_s']:.2f} s) streamed in {summary['n_chunks']} chunks of "
+               f"{summary['chunk_ms']:g} ms ({chunk} samples) → {report.n_frames} frames "
+               f"{_shape(stream.frame_shape)} ({report.n_tail} at flush), mode {stream.mode}, {stream.fps} fps, "
+               f"context {stream.context}, device {stream.device}")
+    _say(args, _weights_line(weights))
+    _say(args, f"algorithmic latency: {lat.samples} samples = {lat.ms:.1f} ms after a frame's time "
+               f"(context look-ahead {1000 * lat.context_samples / lat.sample_rate:.1f} + mel window "
+               f"{1000 * lat.window_samples / lat.sample_rate:.1f} + STFT centring "
+               f"{1000 * lat.stft_samples / lat.sample_rate:.1f} ms)")
+    _say(args, f"  {'measured (ms)':34s} {'median':>8s} {'p95':>8s} {'max':>8s}")
+    for key, label in (("chunk_wall_ms", "compute per chunk (push)"),
+                       ("frame_compute_ms", "compute per streamed frame"),
+                       ("frame_lag_ms", "audio past frame time when out"),
+                       ("frame_ready_ms", "  + compute = frame ready after")):
+        st = summary[key]
+        _say(args, f"  {label:34s} {st['median']:8.2f} {st['p95']:8.2f} {st['max']:8.2f}")
+    _say(args, f"flush {report.flush_wall_ms:.1f} ms; CPU {report.cpu_ms_per_frame:.2f} ms per frame; "
+               f"real-time factor {report.real_time_factor:.3f}")
+    if args.output is not None:
+        _say(args, f"wrote {args.output} {_shape(frames.shape)} float32")
+    return 0
+
+
 # --------------------------------------------------------------------------- table and parser
 
 
@@ -440,6 +506,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("export", "export the encoder to ONNX, TorchScript and CoreML, each verified against PyTorch",
             "synctalk-audio export --checkpoint audio_visual_encoder.pth --format all -o exported/",
             _add_export, _run_export),
+    Command("stream", "stream a file through StreamingPipeline in chunks; print latency and compute time per frame",
+            "synctalk-audio stream talk.wav --checkpoint audio_visual_encoder.pth --chunk-ms 20",
+            _add_stream, _run_stream, pipeline_options=True),
 )
 
 

@@ -7,17 +7,21 @@ parameters), so upstream checkpoints load unchanged.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
 import warnings
 import zipfile
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, ShapeError
@@ -33,6 +37,14 @@ __all__ = [
     "load_encoder",
     "resolve_device",
     "encode_batch",
+    "encode_windows",
+    "prepare_encoder",
+    "PreparedEncoder",
+    "ENCODER_PRECISIONS",
+    "check_precision",
+    "layer_shapes",
+    "encoder_flops",
+    "cpu_has_bf16",
 ]
 
 #: (in_channels, out_channels, kernel, stride, padding, residual) of the 13 blocks.
@@ -120,8 +132,9 @@ def fold_batchnorm(encoder: AudioEncoder) -> nn.Module:
     """Return an equivalent eval-only encoder with every BatchNorm folded into its conv.
 
     ``w' = w·γ/√(var+ε)``, ``b' = (b − mean)·γ/√(var+ε) + β``, computed in float64 and stored
-    in the encoder's dtype. Outputs match the unfolded encoder to float32 round-off
-    (measured ≤ 1e-5 on the golden clips).
+    in the encoder's dtype. Outputs match the unfolded encoder to float32 round-off only:
+    ~5e-5..1.2e-4 absolute on the seeded weights' features of magnitude ~100, which is over the
+    "exact" budget (1e-5), so the exact path never folds; "fast" precision and the exports do.
 
     Returns
     -------
@@ -333,23 +346,440 @@ def _as_input(windows: Any) -> torch.Tensor:
     return t.to(torch.float32)
 
 
+# --------------------------------------------------------------------------- performance paths
+#
+# "exact": the very same float32 operations as upstream, in the same order, so the features are
+# bit-identical to upstream's DataLoader recipe on the same CPU. Two things make that hold for
+# every batch size and thread count: every convolution goes straight to oneDNN (PyTorch's
+# module picks its own native kernels for a batch of one, and for the 1x1 layer with one thread
+# and < 16 windows, which round differently, ~3e-5), and BatchNorm is applied as PyTorch does it,
+# ``fma(x, alpha, beta)`` with ``alpha = rsqrt(var + eps)·gamma``, ``beta = fma(-mean, alpha,
+# bias)``, checked bit for bit against ``F.batch_norm`` on a probe when the encoder is prepared
+# (a layer that does not match keeps ``F.batch_norm``). BatchNorm is *not* folded into the convs:
+# that changes the features by ~5e-5 on magnitudes ~100, over the 1e-5 budget.
+#
+# "fast": BatchNorm folded, channels-last, bfloat16 on CPUs with AVX512-BF16/AMX (float32
+# elsewhere), float16 on CUDA. Its error bound is documented in ``pipeline.PRECISIONS``.
+
+#: Precision names :func:`prepare_encoder` accepts (``pipeline.PRECISIONS`` documents the bounds).
+ENCODER_PRECISIONS = ("exact", "fast")
+#: Default windows per forward pass: per worker thread on CPU (a batch of 16 keeps a layer's
+#: activations, 16·32·80·16 floats = 2.6 MB, inside a 2–4 MB L2), per pass on CUDA.
+_DEFAULT_BATCH = {("cpu", "exact"): 16, ("cpu", "fast"): 32, ("cuda", "exact"): 1024, ("cuda", "fast"): 2048}
+
+
+def layer_shapes(height: int = 80, width: int = 16) -> tuple[tuple[int, int, int], ...]:
+    """Output ``(channels, height, width)`` of each of the 13 blocks for one (1, height, width) window.
+
+    Examples
+    --------
+    >>> layer_shapes()[-1]
+    (512, 1, 1)
+    """
+    shapes = []
+    h, w = height, width
+    for _cin, cout, k, (sh, sw), pad, _res in ENCODER_LAYOUT:
+        h = (h + 2 * pad - k) // sh + 1
+        w = (w + 2 * pad - k) // sw + 1
+        shapes.append((cout, h, w))
+    return tuple(shapes)
+
+
+def encoder_flops(height: int = 80, width: int = 16) -> int:
+    """Floating-point operations of the 13 convolutions for one window: 2 × multiply-adds.
+
+    BatchNorm, residual adds and ReLU (about 0.2 % more) are not counted.
+
+    Examples
+    --------
+    >>> encoder_flops()
+    186171392
+    """
+    total = 0
+    for (cin, _cout, k, _s, _p, _r), (cout, h, w) in zip(ENCODER_LAYOUT, layer_shapes(height, width)):
+        total += 2 * cin * k * k * cout * h * w
+    return total
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bfloat16 convolutions natively (AVX512-BF16 or AMX-BF16)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # older/other torch builds: no fast bf16 claimed
+        return False
+
+
+def _onednn_conv() -> Any:
+    """PyTorch's direct oneDNN convolution, or None when this build/setting cannot use it."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return None
+    return getattr(torch, "mkldnn_convolution", None) or getattr(torch.ops.aten, "mkldnn_convolution", None)
+
+
+class PreparedEncoder:
+    """An :class:`AudioEncoder` made ready for one precision on one device (see :func:`prepare_encoder`).
+
+    Call it on a float32 tensor (B, 1, 80, 16) on :attr:`device` to get (B, 512) float32. The
+    weights are copied, so later changes to the source encoder do not reach it.
+
+    Attributes
+    ----------
+    precision : "exact" or "fast"
+    device : torch.device
+    compute : str
+        What actually runs, e.g. ``"float32 oneDNN convolutions, BatchNorm unfolded"``.
+    batch_size : int
+        Default windows per forward pass (per worker thread on CPU).
+    """
+
+    precision: str = "exact"
+    compute: str = ""
+
+    def __init__(self, device: torch.device, batch_size: int) -> None:
+        self.device = device
+        self.batch_size = batch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(precision={self.precision!r}, device={str(self.device)!r}, "
+                f"compute={self.compute!r}, batch_size={self.batch_size})")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    weight: torch.Tensor
+    bias: torch.Tensor
+    padding: tuple[int, int]
+    stride: tuple[int, int]
+    residual: bool
+    alpha: "torch.Tensor | None"  # (1, C, 1, 1): the fused BatchNorm, when it matched F.batch_norm
+    beta: "torch.Tensor | None"
+    bn: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]  # mean, var, gamma, shift, eps
+
+
+def _bn_affine(mean: torch.Tensor, var: torch.Tensor, gamma: torch.Tensor, shift: torch.Tensor, eps: float,
+               out_shape: tuple[int, int, int]) -> "tuple[torch.Tensor, torch.Tensor] | tuple[None, None]":
+    """PyTorch's own eval BatchNorm as ``addcmul(beta, x, alpha)``, if bit-identical on a probe.
+
+    ``alpha = rsqrt(var + eps)·gamma`` (float32), ``beta = shift − mean·alpha`` rounded once
+    (float64 products of float32 values are exact). The probe has the layer's real (C, H, W),
+    so it runs the same vectorised/tail code paths as the real activations.
+    """
+    alpha = torch.rsqrt(var + eps) * gamma
+    beta = (shift.double() - mean.double() * alpha.double()).float()
+    alpha, beta = alpha.reshape(1, -1, 1, 1).contiguous(), beta.reshape(1, -1, 1, 1).contiguous()
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.randn((3, *out_shape), generator=gen) * 40.0
+    probe[0, :, 0, 0] = 0.0
+    ref = F.batch_norm(probe, mean, var, gamma, shift, False, 0.0, eps)
+    got = torch.addcmul(beta, probe, alpha)
+    return (alpha, beta) if torch.equal(ref, got) else (None, None)
+
+
+class _ExactOneDNN(PreparedEncoder):
+    """exact on CPU: oneDNN convolutions for every batch size, PyTorch's BatchNorm arithmetic."""
+
+    precision = "exact"
+
+    def __init__(self, encoder: AudioEncoder, conv: Any, batch_size: int) -> None:
+        super().__init__(torch.device("cpu"), batch_size)
+        self._conv = conv
+        layers = []
+        with torch.no_grad():
+            for block, out_shape in zip(encoder.audio_encoder, layer_shapes()):
+                c, bn = block.conv_block[0], block.conv_block[1]
+                mean, var = bn.running_mean.detach().float().clone(), bn.running_var.detach().float().clone()
+                gamma = bn.weight.detach().float().clone() if bn.weight is not None else torch.ones_like(var)
+                shift = bn.bias.detach().float().clone() if bn.bias is not None else torch.zeros_like(var)
+                alpha, beta = _bn_affine(mean, var, gamma, shift, float(bn.eps), out_shape)
+                layers.append(_Layer(
+                    weight=c.weight.detach().float().cpu().contiguous().clone(),
+                    bias=c.bias.detach().float().cpu().clone(),
+                    padding=tuple(c.padding), stride=tuple(c.stride), residual=bool(block.residual),
+                    alpha=alpha, beta=beta, bn=(mean.cpu(), var.cpu(), gamma.cpu(), shift.cpu(), float(bn.eps)),
+                ))
+        self._layers = tuple(layers)
+        fused = sum(layer.alpha is not None for layer in layers)
+        self.compute = (f"float32 oneDNN convolutions (every batch size), BatchNorm unfolded "
+                        f"({fused}/{len(layers)} applied as fma(x, alpha, beta), checked bit-exact)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self._layers:
+            y = self._conv(x, layer.weight, layer.bias, layer.padding, layer.stride, (1, 1), 1)
+            if layer.alpha is not None:
+                torch.addcmul(layer.beta, y, layer.alpha, out=y)
+            else:
+                mean, var, gamma, shift, eps = layer.bn
+                y = F.batch_norm(y, mean, var, gamma, shift, False, 0.0, eps)
+            if layer.residual:
+                y.add_(x)
+            x = y.relu_()
+        return x.reshape(x.shape[0], -1)
+
+
+class _IEEEFloat32:
+    """Context: no TF32 in cuDNN convolutions / CUDA matmuls (restored on exit)."""
+
+    def __enter__(self) -> None:
+        self._saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved
+
+
+class _ModuleExact(PreparedEncoder):
+    """exact where oneDNN is not used (CUDA, builds without oneDNN, other modules): the module
+    itself in float32, TF32 off on CUDA."""
+
+    precision = "exact"
+
+    def __init__(self, module: nn.Module, device: torch.device, batch_size: int) -> None:
+        super().__init__(device, batch_size)
+        self.module = copy.deepcopy(module).to(device).float().eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.compute = ("float32 cuDNN (TF32 off), BatchNorm unfolded" if device.type == "cuda"
+                        else "float32 PyTorch module (its own kernel choice), BatchNorm unfolded")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            with _IEEEFloat32():
+                out = self.module(x)
+        else:
+            out = self.module(x)
+        return out.reshape(out.shape[0], -1).float()
+
+
+class _Fast(PreparedEncoder):
+    """fast: BatchNorm folded, channels-last; bfloat16 (CPU with BF16/AMX) or float16 (CUDA)."""
+
+    precision = "fast"
+
+    def __init__(self, encoder: AudioEncoder, device: torch.device, batch_size: int) -> None:
+        super().__init__(device, batch_size)
+        if device.type == "cuda":
+            self.dtype, what = torch.float16, "float16 cuDNN"
+        elif device.type == "cpu" and cpu_has_bf16():
+            self.dtype, what = torch.bfloat16, "bfloat16 oneDNN (AVX512-BF16/AMX)"
+        else:
+            self.dtype, what = torch.float32, "float32 (no native bfloat16 on this CPU)"
+        folded = fold_batchnorm(copy.deepcopy(encoder).float().cpu())
+        self.model = folded.to(device=device, dtype=self.dtype).to(memory_format=torch.channels_last).eval()
+        self.compute = f"{what}, BatchNorm folded, channels-last"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
+        return y.float()
+
+
+def check_precision(precision: str) -> str:
+    """Validate a precision name ("exact" or "fast")."""
+    if precision not in ENCODER_PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(ENCODER_PRECISIONS)}")
+    return precision
+
+
+def _check_batch_size(batch_size: Any) -> "int | None":
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def prepare_encoder(
+    encoder: "nn.Module | PreparedEncoder",
+    *,
+    precision: str = "exact",
+    device: "str | torch.device" = "auto",
+) -> PreparedEncoder:
+    """Make an encoder ready to run many batches at one precision on one device.
+
+    Parameters
+    ----------
+    encoder : AudioEncoder (any other module runs as is, "exact" only), or an already prepared one
+    precision : "exact" or "fast"
+        "exact": bit-identical to upstream's recipe on this CPU for any batch size and thread
+        count (float32, oneDNN, BatchNorm unfolded); on CUDA float32 with TF32 off.
+        "fast": BatchNorm folded, bfloat16 on CPUs with AVX512-BF16/AMX, float16 on CUDA;
+        error bound in ``pipeline.PRECISIONS``.
+    device : "auto", "cpu", "cuda", …
+
+    Returns
+    -------
+    PreparedEncoder: (B, 1, 80, 16) float32 tensor on its device → (B, 512) float32
+
+    Examples
+    --------
+    >>> prepare_encoder(load_encoder(seeded_state_dict()), device="cpu").precision
+    'exact'
+    """
+    check_precision(precision)
+    dev = resolve_device(device)
+    if isinstance(encoder, PreparedEncoder):
+        if encoder.precision != precision or encoder.device != dev:
+            raise ConfigError(f"encoder was prepared for {encoder.precision!r} on {encoder.device}, "
+                              f"not {precision!r} on {dev}")
+        return encoder
+    if not isinstance(encoder, nn.Module):
+        raise ConfigError(f"encoder must be an AudioEncoder, got {type(encoder).__name__}")
+    batch = _DEFAULT_BATCH[("cuda" if dev.type == "cuda" else "cpu", precision)]
+    if precision == "fast":
+        if not isinstance(encoder, AudioEncoder):
+            raise ConfigError(f"precision 'fast' needs an AudioEncoder (it folds BatchNorm), got {type(encoder).__name__}")
+        return _Fast(encoder, dev, batch)
+    conv = _onednn_conv() if dev.type == "cpu" else None
+    if conv is not None and isinstance(encoder, AudioEncoder):
+        return _ExactOneDNN(encoder, conv, batch)
+    return _ModuleExact(encoder, dev, batch)
+
+
+def _run_batches(n_batches: int, work: Callable[[int], int], workers: int,
+                 progress: "Callable[[int], Any] | None") -> None:
+    """Run ``work(b)`` for every batch index, on ``workers`` threads (>1) or inline."""
+    if workers <= 1:
+        for b in range(n_batches):
+            done = work(b)
+            if progress is not None:
+                progress(done)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synctalk-encoder")
+    try:
+        pending: deque = deque()
+        for b in range(n_batches):
+            pending.append(pool.submit(work, b))
+            while len(pending) > 4 * workers or (pending and pending[0].done()):
+                done = pending.popleft().result()
+                if progress is not None:
+                    progress(done)
+        while pending:
+            done = pending.popleft().result()
+            if progress is not None:
+                progress(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def encode_windows(
+    n_windows: int,
+    get_windows: Callable[[int, int], "np.ndarray | torch.Tensor"],
+    encoder: "nn.Module | PreparedEncoder",
+    *,
+    batch_size: "int | None" = None,
+    device: "str | torch.device" = "auto",
+    precision: "str | None" = None,
+    threads: "int | None" = None,
+    out: "np.ndarray | None" = None,
+    progress: "Callable[[int], Any] | None" = None,
+) -> np.ndarray:
+    """Encode ``n_windows`` mel windows that ``get_windows(lo, hi)`` cuts batch by batch.
+
+    Only the batches in flight exist at any time, so memory does not grow with the audio.
+    On CPU the batches run on ``threads`` worker threads with one torch thread each (oneDNN's
+    results do not depend on it; torch's thread setting is restored on return); on CUDA
+    one after another.
+
+    Parameters
+    ----------
+    n_windows : int
+    get_windows : callable (lo, hi) → float32 (hi − lo, 80, 16) or (hi − lo, 1, 80, 16)
+    encoder : AudioEncoder or PreparedEncoder
+    batch_size : int, optional
+        Windows per forward pass; default the prepared encoder's (16 per CPU thread exact,
+        32 fast, 1024/2048 on CUDA). The features do not depend on it (exact: bit for bit).
+    device : "auto", "cpu", "cuda", …
+    precision : "exact" (default) or "fast"; a PreparedEncoder brings its own
+    threads : int, optional
+        CPU worker threads; default ``torch.get_num_threads()``.
+    out : float32 ndarray (n_windows, 512), optional
+        Written in place (e.g. a slice of a larger buffer).
+    progress : callable(int), optional
+        Called with the number of windows each finished batch held.
+
+    Returns
+    -------
+    ndarray, float32, shape (n_windows, 512) (``out`` when given)
+
+    Raises
+    ------
+    ConfigError, ShapeError (encoder output overflowed to NaN/Inf)
+    """
+    if isinstance(encoder, PreparedEncoder):
+        prepared = encoder if precision is None else prepare_encoder(encoder, precision=precision,
+                                                                     device=encoder.device if device == "auto" else device)
+    else:
+        prepared = prepare_encoder(encoder, precision=precision or "exact", device=device)
+    bs = _check_batch_size(batch_size) or prepared.batch_size
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads <= 0):
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    n = int(n_windows)
+    if out is None:
+        out = np.empty((n, FEATURE_DIM), dtype=np.float32)
+    elif out.shape != (n, FEATURE_DIM) or out.dtype != np.float32:
+        raise ShapeError(f"out must be float32 ({n}, {FEATURE_DIM}), got {out.dtype} {out.shape}")
+    if n == 0:
+        return out
+    dev = prepared.device
+    n_batches = -(-n // bs)
+
+    def work(b: int) -> int:
+        lo, hi = b * bs, min(n, (b + 1) * bs)
+        win = get_windows(lo, hi)
+        x = win if isinstance(win, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(win, dtype=np.float32))
+        x = x.reshape(hi - lo, 1, 80, 16)
+        with torch.inference_mode():
+            y = prepared(x.to(dev, dtype=torch.float32, non_blocking=True))
+            out[lo:hi] = y.cpu().numpy()
+        return hi - lo
+
+    cpu = dev.type == "cpu"
+    saved = torch.get_num_threads()
+    total = int(threads) if threads is not None else saved
+    workers = min(total, n_batches) if cpu else 1
+    try:
+        if cpu and workers > 1:
+            torch.set_num_threads(1)  # one torch thread per worker; restored below
+        elif cpu and total != saved:
+            torch.set_num_threads(total)
+        _run_batches(n_batches, work, workers, progress)
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
+    if not np.isfinite(out).all():
+        raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised mel windows in [-4, 4]")
+    return out
+
+
 def encode_batch(
     windows: "np.ndarray | torch.Tensor",
-    encoder: nn.Module,
+    encoder: "nn.Module | PreparedEncoder",
     *,
-    batch_size: int = 64,
+    batch_size: "int | None" = None,
     device: "str | torch.device" = "auto",
+    precision: "str | None" = None,
+    threads: "int | None" = None,
 ) -> np.ndarray:
     """Run mel windows through the encoder in batches (eval mode, no autograd).
 
     Parameters
     ----------
     windows : ndarray or Tensor, float32, shape (N, 80, 16) or (N, 1, 80, 16)
-    encoder : AudioEncoder (or its :func:`fold_batchnorm` form)
-    batch_size : int
-        Windows per forward pass; results do not depend on it beyond float32 round-off.
+    encoder : AudioEncoder, or a :func:`prepare_encoder` result (any other module, e.g. the
+        :func:`fold_batchnorm` form, runs as is)
+    batch_size : int, optional
+        Windows per forward pass (default: the device's best). Exact results are bit-identical
+        for every batch size and thread count on CPU.
     device : "auto", "cpu", "cuda", …
-        Where to run; the encoder is moved there.
+    precision : "exact" (default) or "fast" (see ``pipeline.PRECISIONS``)
+    threads : int, optional
+        CPU worker threads (default ``torch.get_num_threads()``).
 
     Returns
     -------
@@ -361,22 +791,18 @@ def encode_batch(
     >>> encode_batch(np.zeros((3, 80, 16), np.float32), enc).shape
     (3, 512)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_batch_size(batch_size)
     x = _as_input(windows)
     if x.shape[0] and not bool(torch.isfinite(x).all()):
         raise ShapeError("windows contain NaN or Inf values")
-    dev = resolve_device(device)
-    encoder = encoder.to(dev).eval()
-    out = np.empty((x.shape[0], FEATURE_DIM), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, x.shape[0], batch_size):
-            chunk = x[start : start + batch_size].to(dev, non_blocking=True)
-            out[start : start + chunk.shape[0]] = encoder(chunk).float().cpu().numpy()
-    if out.size and not np.isfinite(out).all():
+    try:
+        return encode_windows(x.shape[0], lambda lo, hi: x[lo:hi], encoder, batch_size=batch_size, device=device,
+                              precision=precision, threads=threads)
+    except ShapeError as exc:
+        if "overflowed" not in str(exc):
+            raise
         peak = float(x.abs().max())
         raise ShapeError(
             f"encoder output overflowed to NaN/Inf (window values up to {peak:.3g}); "
             "expected normalised mel windows in [-4, 4]"
-        )
-    return out
+        ) from None

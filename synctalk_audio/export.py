@@ -545,6 +545,7 @@ def export_torchscript(
         meta["trace"] = "torch.jit.trace on a (1, 1, 80, 16) example (verified on a larger batch)"
         with _quiet(), _converting("torch.jit.trace"):
             traced = torch.jit.trace(model, torch.from_numpy(windows[:1]), check_trace=False)
+        with _quiet():
             torch.jit.save(traced, os.fspath(tmp),
                            _extra_files={"synctalk_audio.json": json.dumps(meta, sort_keys=False)})
         meta["sha256"] = _file_sha256(tmp)

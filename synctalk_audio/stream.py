@@ -1,7 +1,7 @@
 """Streaming: push 16 kHz audio chunks, get exactly the offline frames, with a stated latency.
 
 :class:`StreamingPipeline` keeps only the state that the next frames still need — the last
-input sample (pre-emphasis), the STFT overlap (``n_fft - hop`` samples), the mel columns of
+input sample (pre-emphasis), the STFT overlap (under ``n_fft`` samples), the mel columns of
 pending windows and the ±8 rows of encoder features of pending frames — so every chunk costs
 work proportional to its own length, never to the history. Everything ``push`` and ``flush``
 return, concatenated, equals ``pipeline(audio).frames`` for the same audio (N + 2 frames,
@@ -27,7 +27,9 @@ thread any batch under 16) takes PyTorch's native kernels for some layers, which
 differently (up to ~4e-5 on features of magnitude ~100). The stream calls the oneDNN
 convolution directly on the encoder's own weights — bit-identical to the offline full-batch rows
 for any number of windows — and at flush recomputes the pending rows of offline's last (partial)
-batch with the module itself at exactly that batch size. On other devices (CUDA) the module runs
+batch with the module itself at exactly that batch size. Rows streamed out before the flush
+can still differ (~2e-5) in one case: one torch thread and a last batch of 2–15 windows, where
+offline itself takes other kernels for the 1x1 layer. On other devices (CUDA) the module runs
 the windows as they come; exactness there is not verified.
 """
 
@@ -35,18 +37,22 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, mode_shape
 from .dsp import amp_to_db, center_pad, linear_to_mel, normalize, stft_frames
-from .errors import AudioError, ConfigError, StreamError
+from .errors import AudioError, ConfigError, OutputError, StreamError
 from .frames import MEL_FPS, MEL_STEP, frame_count
 
-__all__ = ["StreamingPipeline", "Latency", "latency_for", "RADIUS", "StreamReport", "run_stream"]
+__all__ = ["StreamingPipeline", "Latency", "latency_for", "RADIUS", "StreamReport", "run_stream", "save_frames",
+           "check_frames_path"]
 
 #: Context rows each side of a frame (upstream's ``get_audio_features``: rows [i-8, i+8)).
 RADIUS = 8
@@ -110,7 +116,10 @@ def latency_for(fps: float = 25, config: MelConfig = SYNCTALK_2D, *, radius: int
                 mel_step: int = MEL_STEP) -> Latency:
     """The :class:`Latency` of a stream at ``fps`` with ``config``, from the geometry alone.
 
-    ``(radius - 2)·sr/fps + (mel_step - 1)·hop + n_fft // 2``, rounded up to a sample.
+    ``(radius - 2)·80·hop/fps + (mel_step - 1)·hop + n_fft // 2`` (80·hop = sr for the
+    presets), rounded up to a sample. Frame ``j`` needs
+    ``hop·(int(80·(j + radius - 2)/fps) + mel_step - 1) + n_fft // 2`` samples, and
+    ``int(x) <= x`` bounds that by ``j·sr/fps`` plus this.
 
     Examples
     --------
@@ -120,7 +129,7 @@ def latency_for(fps: float = 25, config: MelConfig = SYNCTALK_2D, *, radius: int
     """
     fps = check_fps(fps)
     sr = config.sample_rate
-    context = (radius - 2) * sr / float(fps)
+    context = (radius - 2) * MEL_FPS * config.hop_length / float(fps)
     window = (mel_step - 1) * config.hop_length
     stft = config.n_fft // 2
     return Latency(samples=int(math.ceil(context + window + stft - 1e-9)), sample_rate=sr, fps=fps,
@@ -359,6 +368,7 @@ class StreamingPipeline:
         self.device = str(self._encoder.device)
         self._latency = latency_for(self.fps, config)
         self._state = _State(config)
+        self._warm_up()
 
     # ----------------------------------------------------------------- public API
 
@@ -459,6 +469,13 @@ class StreamingPipeline:
                 f"frames_out={st.n_out}, finished={st.finished}, latency={self._latency.ms:g} ms)")
 
     # ----------------------------------------------------------------- internals
+
+    def _warm_up(self) -> None:
+        """Pay the one-off costs now (window/basis caches, oneDNN kernel set-up), not in the first push."""
+        cfg = self.config
+        state = _State(cfg)
+        self._advance(state, np.zeros(cfg.n_fft + cfg.hop_length, np.float32))
+        self._encoder.rows(np.zeros((1, cfg.n_mels, MEL_STEP), np.float32))
 
     def _start(self, i: int) -> int:
         """Unclamped first mel column of window ``i``: upstream's ``int(80.0 * (i / fps))``."""
@@ -785,3 +802,46 @@ def run_stream(stream: StreamingPipeline, wav: np.ndarray, chunk_samples: int, *
         flush_wall_ms=1000.0 * flush_wall, total_cpu_s=total_cpu, total_wall_s=total_wall,
     )
     return (np.concatenate(kept) if keep_frames else None), report
+
+
+def check_frames_path(path: "str | os.PathLike") -> Path:
+    """Check that ``path`` can take a frames ``.npy`` (parent folder exists, not a directory)."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"output {p} is a directory, expected a .npy file path")
+    if not p.parent.is_dir():
+        raise OutputError(f"output folder {p.parent} does not exist (for {p})")
+    return p
+
+
+def save_frames(frames: np.ndarray, path: "str | os.PathLike") -> Path:
+    """Write ``frames`` to ``path`` as .npy, atomically (temp sibling + rename).
+
+    The file is written at exactly ``path`` (no ``.npy`` is appended).
+
+    Raises
+    ------
+    OutputError
+        The folder is missing or not writable, ``path`` is a directory, or the disk is full;
+        nothing is left behind.
+    """
+    p = check_frames_path(path)
+    fd, tmp = None, None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fd = None
+            np.save(fh, np.asarray(frames), allow_pickle=False)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, p)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {p}: {exc.strerror or exc}") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return p

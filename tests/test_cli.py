@@ -226,9 +226,9 @@ def test_command_table_is_extensible(capsys):
         seen["thing"] = args.thing
         return 0
 
-    extra = cli.Command("stream", "stream test", "synctalk-audio stream x", add, go, pipeline_options=True)
+    extra = cli.Command("extra", "extra test", "synctalk-audio extra x", add, go, pipeline_options=True)
     parser = cli.build_parser((*cli.COMMANDS, extra))
-    args = parser.parse_args(["stream", "x", "--fps", "20"])
+    args = parser.parse_args(["extra", "x", "--fps", "20"])
     assert args._run(args) == 0 and seen == {"thing": "x"} and args.fps == 20
 
 

@@ -212,6 +212,19 @@ def test_torchscript_embeds_metadata(ts_path):
     assert meta["input"] == {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", 1, 80, 16]}
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_export_from_a_cuda_encoder(tmp_path, batches, seeded_encoder):
+    """Exports always run on a CPU copy: the caller's CUDA encoder stays where it is."""
+    from synctalk_audio.encoder import load_encoder
+
+    gpu = load_encoder(seeded_state_dict(0), device="cuda")
+    res = export_torchscript(gpu, tmp_path / "encoder.pt")
+    assert next(gpu.parameters()).is_cuda and res.metadata["verification"]["max_abs_diff"] == 0.0
+    x = batches["real7"]
+    assert np.max(np.abs(run_torchscript(res.path, x) - _torch(seeded_encoder, x))) <= 1e-5
+
+
 def test_torchscript_folded_option(tmp_path, batches, folded):
     res = export_torchscript(seeded_state_dict(0), tmp_path / "folded.pt", fold_bn=True, verify=False)
     assert res.metadata["batchnorm_folded"] is True

@@ -297,3 +297,43 @@ def test_thread_setting_does_not_change_frames(seeded_encoder, demo_wav, threads
     out = _stream(sp, wav, [CHUNK_20MS])
     assert torch.get_num_threads() == before  # restored after every call
     assert _maxdiff(out, _offline(wav, seeded_encoder)) <= TOL
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_stream_json_and_output(tmp_path, capsys):
+    import json
+
+    from synctalk_audio.cli import main
+
+    from .conftest import golden_input
+
+    out = tmp_path / "frames.npy"
+    rc = main(["stream", str(golden_input("speech_16k_mono")), "--checkpoint", "seeded", "--chunk-ms", "20",
+               "--json", "-o", str(out)])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    ref = golden_array("speech_16k_mono", "frames_ave.npy")
+    assert report["n_frames"] == ref.shape[0] and report["chunk_samples"] == 320
+    assert report["algorithmic_latency"]["samples"] == 7240
+    for key in ("chunk_wall_ms", "frame_compute_ms", "frame_ready_ms"):
+        assert set(report[key]) >= {"median", "p95", "max"}
+    assert _maxdiff(np.load(out), ref) <= TOL
+
+
+def test_cli_stream_text_and_errors(tmp_path, capsys):
+    from synctalk_audio.cli import main
+
+    from .conftest import golden_input
+
+    wav = str(golden_input("short_0p3s_16k"))
+    assert main(["stream", wav, "--checkpoint", "seeded", "--chunk-ms", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "algorithmic latency: 7240 samples = 452.5 ms" in text and "p95" in text
+    missing = tmp_path / "nope" / "f.npy"
+    for argv in (["--chunk-ms", "0"], ["-o", str(missing)], ["--mode", "hubert"]):
+        assert main(["stream", wav, "--checkpoint", "seeded", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("synctalk-audio: error: ") and "Traceback" not in "\n".join(err)
+    assert not missing.parent.exists()
