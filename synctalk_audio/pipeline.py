@@ -49,14 +49,15 @@ class Precision:
 
 #: The precisions :func:`pipeline` accepts, with their bounds. "fast" was measured on real
 #: speech (the 9 golden clips + a 45 s clip) with the seeded weights: max |fast − exact| /
-#: max |exact| = 0.66–0.99 % (bfloat16, AMX); the documented bound leaves a factor of 2.
+#: max |exact| = 0.68–0.94 % (bfloat16, AMX; 2e-6 in float32 on CPUs without bfloat16); the
+#: documented bound leaves a factor of 2.
 PRECISIONS: Mapping[str, Precision] = MappingProxyType({
     "exact": Precision("exact", 1e-7, 1e-5,
                        "the upstream recipe's float32 operations in its order: bit-identical on CPU "
                        "(oneDNN) for any batch size and thread count; <= 1e-5 absolute"),
     "fast": Precision("fast", 2e-2, None,
-                      "BatchNorm folded, channels-last, bfloat16 on CPUs with AVX512-BF16/AMX (float32 "
-                      "elsewhere), float16 on CUDA; <= 2 % of max|features|"),
+                      "BatchNorm folded, channels-last, conv+residual+ReLU fused in oneDNN, bfloat16 on "
+                      "CPUs with AVX512-BF16/AMX (float32 elsewhere), float16 on CUDA; <= 2 % of max|features|"),
 })
 
 
@@ -158,24 +159,58 @@ def encode_mel(
     -------
     ndarray, float32, shape (N, 512)
     """
-    from .encoder import encode_windows, prepare_encoder
+    from .encoder import FEATURE_DIM, encode_windows, prepare_encoder
 
     starts = window_starts(mel.shape[1], fps)
+    n = starts.shape[0]
     mel32 = np.ascontiguousarray(mel, dtype=np.float32)
     prepared = prepare_encoder(encoder, precision=precision, device=device)
+    if out is None:
+        out = np.empty((n, FEATURE_DIM), dtype=np.float32)
+    # Windows of one constant value (digital silence: every mel value at the -4 floor) give
+    # one feature row: run each distinct one once. Only where results do not depend on the
+    # batch (exact on oneDNN: bit for bit), so the copies equal what the encoder would give.
+    varying, constant, values = (_constant_windows(mel32, starts) if prepared.batch_invariant
+                                 else (None, np.empty(0, np.intp), None))
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=starts.shape[0], unit="frame", desc="encoding", leave=False)
+        bar = tqdm(total=n, unit="frame", desc="encoding", leave=False)
+    update = bar.update if bar is not None else None
     try:
-        return encode_windows(
-            starts.shape[0], lambda lo, hi: gather_windows(mel32, starts[lo:hi]), prepared,
-            batch_size=batch_size, threads=threads, out=out, progress=bar.update if bar is not None else None,
-        )
+        if constant.size:
+            distinct, which = np.unique(values, return_inverse=True)
+            reps = np.broadcast_to(distinct[:, None, None], (distinct.shape[0], mel32.shape[0], 16))
+            rows = encode_windows(distinct.shape[0], lambda lo, hi: reps[lo:hi], prepared,
+                                  batch_size=batch_size, threads=threads)
+            out[constant] = rows[which]
+            if update is not None:
+                update(constant.shape[0])
+        if varying is None:
+            encode_windows(n, lambda lo, hi: gather_windows(mel32, starts[lo:hi]), prepared,
+                           batch_size=batch_size, threads=threads, out=out, progress=update)
+        elif varying.size:
+            encode_windows(varying.shape[0], lambda lo, hi: gather_windows(mel32, starts[varying[lo:hi]]), prepared,
+                           batch_size=batch_size, threads=threads, out=out, rows=varying, progress=update)
+        return out
     finally:
         if bar is not None:
             bar.close()
+
+
+def _constant_windows(mel32: np.ndarray, starts: np.ndarray) -> tuple["np.ndarray | None", np.ndarray, np.ndarray]:
+    """Split windows into varying ones and those holding one value everywhere.
+
+    Returns (varying indices or None when every window varies, constant indices, their values).
+    """
+    lo, hi = mel32.min(axis=0), mel32.max(axis=0)
+    flat = np.lib.stride_tricks.sliding_window_view(lo == hi, 16)[starts].all(axis=1)
+    if not flat.any():
+        return None, np.empty(0, np.intp), np.empty(0, mel32.dtype)
+    vals = np.lib.stride_tricks.sliding_window_view(lo, 16)[starts]
+    const = flat & (vals == vals[:, :1]).all(axis=1)
+    return np.flatnonzero(~const), np.flatnonzero(const), vals[const, 0]
 
 
 def _context_buffer(n: int, dim: int) -> np.ndarray:
@@ -243,8 +278,8 @@ def pipeline(
     config : MelConfig
         ``SYNCTALK_2D`` (default) or ``WAV2LIP``.
     batch_size : int, optional
-        Encoder windows per forward pass; default the device's best (16 per CPU thread
-        exact, 32 fast, 1024+ on CUDA). The features do not depend on it.
+        Encoder windows per forward pass; default the device's best (32 per CPU thread,
+        1024+ on CUDA). The features do not depend on it.
     threads : int, optional
         CPU threads for the encoder (default ``torch.get_num_threads()``); the features do
         not depend on it.
