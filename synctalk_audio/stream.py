@@ -59,7 +59,7 @@ RADIUS = 8
 #: Largest piece of a push processed at once (bounds the temporary STFT/encoder memory).
 _PIECE = 4096 * 200
 _ENCODER_MODE = "ave"
-_PRECISIONS = ("exact",)
+_PRECISIONS = ("exact", "fast")
 
 
 # --------------------------------------------------------------------------- latency
@@ -139,95 +139,6 @@ def latency_for(fps: float = 25, config: MelConfig = SYNCTALK_2D, *, radius: int
 # --------------------------------------------------------------------------- encoder rows
 
 
-class _RowEncoder:
-    """Encoder rows equal to offline ``encode_batch(batch_size=64)`` whatever the batch here."""
-
-    def __init__(self, encoder: Any, device: Any, batch_size: int, threads: int | None = None) -> None:
-        import torch
-
-        from .encoder import AudioEncoder, resolve_device
-
-        self.device = resolve_device(device)
-        self.encoder = encoder.to(self.device).eval()
-        self.batch_size = batch_size
-        self.threads = threads
-        conv = getattr(torch, "mkldnn_convolution", None)
-        self._conv = conv
-        self.direct = bool(
-            conv is not None
-            and self.device.type == "cpu"
-            and torch.backends.mkldnn.is_available()
-            and isinstance(self.encoder, AudioEncoder)
-            and all(p.dtype == torch.float32 for p in self.encoder.parameters())
-        )
-
-    def uses_onednn(self) -> bool:
-        """True when rows go straight to oneDNN (CPU, oneDNN built in and not switched off)."""
-        import torch
-
-        return self.direct and torch.backends.mkldnn.enabled
-
-    @staticmethod
-    def module_uses_onednn(batch: int) -> bool:
-        """Whether the module itself runs every conv of a ``batch``-window batch through oneDNN.
-
-        PyTorch's rule (``use_mkldnn`` in aten/src/ATen/native/Convolution.cpp) for these
-        float32 layers: batch > 1 (or a large input), and for the 1x1 layer also batch >= 16 or
-        more than one thread.
-        """
-        import torch
-
-        return batch >= 16 or (batch >= 2 and torch.get_num_threads() > 1)
-
-    def rows(self, windows: np.ndarray) -> np.ndarray:
-        """(k, 80, 16) float32 → (k, 512) float32, as offline computes them in full batches."""
-        from .encoder import FEATURE_DIM, encode_batch
-
-        if windows.shape[0] == 0:
-            return np.empty((0, FEATURE_DIM), np.float32)
-        if not self.uses_onednn():
-            return encode_batch(windows, self.encoder, batch_size=self.batch_size, device=self.device)
-        import torch
-
-        out = np.empty((windows.shape[0], FEATURE_DIM), np.float32)
-        saved = torch.get_num_threads()
-        if self.threads is not None and self.threads != saved:
-            torch.set_num_threads(self.threads)  # oneDNN's results do not depend on it
-        try:
-            self._direct_rows(windows, out)
-        finally:
-            if torch.get_num_threads() != saved:
-                torch.set_num_threads(saved)
-        return out
-
-    def _direct_rows(self, windows: np.ndarray, out: np.ndarray) -> None:
-        import torch
-
-        with torch.inference_mode():
-            for lo in range(0, windows.shape[0], self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(windows[lo:lo + self.batch_size])).unsqueeze(1)
-                for block in self.encoder.audio_encoder:
-                    conv, bn = block.conv_block[0], block.conv_block[1]
-                    y = bn(self._conv(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
-                                      conv.groups))
-                    if block.residual:
-                        y = y + x
-                    x = block.act(y)
-                out[lo:lo + x.shape[0]] = x.reshape(x.shape[0], -1).numpy()
-
-    def batch_of(self, windows: np.ndarray, size: int) -> np.ndarray:
-        """Rows of ``windows`` computed by the module in one batch of exactly ``size`` windows.
-
-        Reproduces offline's last (partial) batch: the filler rows repeat the last window.
-        """
-        from .encoder import encode_batch
-
-        k = windows.shape[0]
-        if k < size:
-            windows = np.concatenate([windows, np.repeat(windows[-1:], size - k, axis=0)])
-        return encode_batch(windows, self.encoder, batch_size=size, device=self.device)[:k]
-
-
 # --------------------------------------------------------------------------- the stream
 
 
@@ -301,9 +212,9 @@ class StreamingPipeline:
     context : "zeros" (upstream) or "edge"
     config : MelConfig
         ``SYNCTALK_2D`` (default, zero STFT padding) or ``WAV2LIP`` (reflect padding).
-    batch_size : int
-        The offline batch size to be equal to (64, ``pipeline``'s default); also the largest
-        batch run here at once.
+    batch_size : int, optional
+        The largest encoder batch run at once (default the device's best). Exact features do
+        not depend on it on CPU (the encoder is batch-invariant bit for bit).
     threads : int or None
         PyTorch intra-op threads for the per-window encoder calls (CPU): set around each call
         and restored (``torch.set_num_threads`` is process-wide, so other threads using torch
@@ -339,7 +250,7 @@ class StreamingPipeline:
         precision: str = "exact",
         context: str = "zeros",
         config: MelConfig = SYNCTALK_2D,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         threads: int | None = 1,
     ) -> None:
         from .pipeline import _resolve_encoder
@@ -356,15 +267,18 @@ class StreamingPipeline:
         if not isinstance(config, MelConfig):
             raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
         self.config = config
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size <= 0):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
                                     or threads <= 0):
             raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = None if threads is None else int(threads)
         self._shape = mode_shape(mode)
-        self._encoder = _RowEncoder(_resolve_encoder(checkpoint, device), device, self.batch_size, self.threads)
+        from .encoder import prepare_encoder
+
+        self._encoder = prepare_encoder(_resolve_encoder(checkpoint, device), precision=precision, device=device)
         self.device = str(self._encoder.device)
         self._latency = latency_for(self.fps, config)
         self._state = _State(config)
@@ -475,7 +389,14 @@ class StreamingPipeline:
         cfg = self.config
         state = _State(cfg)
         self._advance(state, np.zeros(cfg.n_fft + cfg.hop_length, np.float32))
-        self._encoder.rows(np.zeros((1, cfg.n_mels, MEL_STEP), np.float32))
+        self._rows(np.zeros((1, cfg.n_mels, MEL_STEP), np.float32))
+
+    def _rows(self, windows: np.ndarray) -> np.ndarray:
+        """float32 (k, 80, 16) windows → (k, 512) rows, equal to offline's (the exact CPU encoder
+        is batch-invariant bit for bit, so any grouping of windows gives the same rows)."""
+        from .encoder import encode_batch
+
+        return encode_batch(windows, self._encoder, batch_size=self.batch_size, threads=self.threads)
 
     def _start(self, i: int) -> int:
         """Unclamped first mel column of window ``i``: upstream's ``int(80.0 * (i / fps))``."""
@@ -591,7 +512,7 @@ class StreamingPipeline:
             starts.append(s)
             i += 1
         if starts:
-            self._add_features(state, self._encoder.rows(self._windows(state, np.asarray(starts))))
+            self._add_features(state, self._rows(self._windows(state, np.asarray(starts))))
         # Future windows need columns >= their start, or >= T - 16 >= n_cols - 14 if clamped.
         self._trim_mel(state, min(self._start(state.n_win), state.n_cols - MEL_STEP))
         # Frame j is final once its last context row j + radius - 1 (feature j + radius - 2) is known.
@@ -616,18 +537,7 @@ class StreamingPipeline:
         # The remaining windows, clamped to the last 16 columns like offline.
         idx = np.arange(state.n_win, N)
         starts = np.minimum((MEL_FPS * (idx.astype(np.float64) / float(self.fps))).astype(np.int64), T - MEL_STEP)
-        feats = np.empty((idx.shape[0], 512), np.float32)
-        if idx.shape[0]:
-            windows = self._windows(state, starts)
-            # Offline's last batch is rows [last, N), run as one batch of N - last windows; if
-            # PyTorch sends such a batch to other kernels than oneDNN, reproduce it exactly.
-            last = self.batch_size * ((N - 1) // self.batch_size)
-            split = max(last - state.n_win, 0)
-            if self._encoder.uses_onednn() and self._encoder.module_uses_onednn(N - last):
-                split = idx.shape[0]
-            feats[:split] = self._encoder.rows(windows[:split])
-            if split < idx.shape[0]:
-                feats[split:] = self._encoder.batch_of(windows[split:], N - last)
+        feats = self._rows(self._windows(state, starts))
         self._add_features(state, feats)
         # Padded row N+1 repeats the last feature; then the rows after the end.
         tail = state.ctx[-1:]
