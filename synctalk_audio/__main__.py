@@ -1,7 +1,5 @@
 """``python -m synctalk_audio`` = the ``synctalk-audio`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -83,7 +83,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help="'exact' (default) reproduces the upstream recipe to <= 1e-5")
     g.add_argument("--context", default="zeros", choices=list(CONTEXT_MODES),
                    help="rows outside the padded features: 'zeros' (upstream, default) or 'edge' repeats")
-    g.add_argument("--batch-size", type=int, default=64, help="encoder windows per forward pass (default: 64)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="encoder windows per forward pass (default: the device's best, 32 per CPU thread)")
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -574,5 +575,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """Console-script entry: run :func:`main`, flush, and leave without interpreter teardown.
+
+    Every output is complete (files renamed into place, streams flushed) when ``main`` returns;
+    skipping the teardown of a process that imported torch saves 0.15–0.3 s per run.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: nothing more to deliver
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
