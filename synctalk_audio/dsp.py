@@ -358,6 +358,36 @@ def normalize(
     return np.clip(out, 0, max_abs_value) if clip else out
 
 
+def _padded_segment(x: np.ndarray, lo: int, hi: int, config: MelConfig) -> np.ndarray:
+    """``center_pad(preemphasis(x), n_fft, pad_mode)[lo:hi]`` without the whole-signal copies.
+
+    Same float64 operations per sample as the composition, so the values are bit-identical;
+    memory is O(hi − lo) instead of two float64 copies of the whole signal.
+    """
+    n, pad, k = x.shape[0], config.n_fft // 2, config.preemphasis
+    if config.pad_mode == "reflect" and n <= pad:  # np.pad reflects repeatedly: tiny input, do it whole
+        return center_pad(preemphasis(x, k), config.n_fft, "reflect")[lo:hi]
+    idx = np.arange(lo - pad, hi - pad)
+    if config.pad_mode == "reflect":
+        idx = np.where(idx < 0, -idx, idx)
+        idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)
+        inside = np.ones(idx.shape, dtype=bool)
+    else:
+        inside = (idx >= 0) & (idx < n)
+    out = np.zeros(hi - lo, dtype=np.float64)
+    if not inside.any():
+        return out
+    a, b = int(idx[inside].min()), int(idx[inside].max()) + 1
+    seg = x[a:b].astype(np.float64)
+    emph = seg.copy()
+    if k != 0.0:
+        emph[1:] -= k * seg[:-1]
+        if a > 0:
+            emph[0] -= k * np.float64(x[a - 1])
+    out[inside] = emph[idx[inside] - a]
+    return out
+
+
 def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarray:
     """Normalised log-mel spectrogram, the composition of the stages above.
 
@@ -382,14 +412,16 @@ def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarr
     """
     if not isinstance(config, MelConfig):
         raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
-    emphasized = preemphasis(wav, config.preemphasis)
-    padded = center_pad(emphasized, config.n_fft, config.pad_mode)
-    n_frames = n_mel_frames(emphasized.shape[0], config.hop_length)
+    x = check_waveform(wav)
+    if not (0.0 <= config.preemphasis < 1.0):
+        raise ConfigError(f"preemphasis coefficient must be in [0, 1), got {config.preemphasis!r}")
+    n_frames = n_mel_frames(x.shape[0], config.hop_length)
+    hop, n_fft = config.hop_length, config.n_fft
     out = np.empty((config.n_mels, n_frames), dtype=np.float64)
     for start in range(0, n_frames, _BLOCK_FRAMES):
         stop = min(start + _BLOCK_FRAMES, n_frames)
-        spec = stft_frames(padded, start, stop, n_fft=config.n_fft,
-                           hop_length=config.hop_length, win_length=config.win_length)
+        segment = _padded_segment(x, start * hop, (stop - 1) * hop + n_fft, config)
+        spec = stft_frames(segment, 0, stop - start, n_fft=n_fft, hop_length=hop, win_length=config.win_length)
         mel = linear_to_mel(np.abs(spec), config)
         db = amp_to_db(mel, ref_level_db=config.ref_level_db, min_level_db=config.min_level_db)
         out[:, start:stop] = normalize(db, min_level_db=config.min_level_db,

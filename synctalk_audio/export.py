@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import logging
@@ -52,6 +51,7 @@ from torch import nn
 
 from . import __version__
 from .config import PRESETS
+from .dataset import _file_sha256
 from .encoder import FEATURE_DIM, AudioEncoder, fold_batchnorm, load_encoder, seeded_state_dict, state_dict_sha256
 from .errors import CheckpointError, ConfigError, OutputError, ShapeError, SyncTalkAudioError
 
@@ -165,14 +165,6 @@ def _versions(*dists: str) -> dict[str, "str | None"]:
                                     "torch": torch.__version__, "numpy": np.__version__}
     out.update({d: _version(d) for d in dists})
     return out
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,16 @@ def test_wav2lip_preset_differs_at_edges_only():
     a, b = sa.melspectrogram(wav, sa.SYNCTALK_2D), sa.melspectrogram(wav, sa.WAV2LIP)
     assert np.array_equal(a[:, 3:-3], b[:, 3:-3])
     assert not np.array_equal(a[:, 0], b[:, 0])
+
+
+@pytest.mark.parametrize("n", [1, 2, 399, 400, 401, 402, 1000, 5001])
+@pytest.mark.parametrize("preset", [sa.SYNCTALK_2D, sa.WAV2LIP])
+def test_padded_segments_equal_the_whole_composition(n, preset):
+    if preset.pad_mode == "reflect" and n < 2:
+        return
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    whole = dsp.center_pad(sa.preemphasis(x), 800, preset.pad_mode)
+    rng = np.random.default_rng(n + 1)
+    for _ in range(20):
+        lo, hi = sorted(rng.integers(0, whole.shape[0] + 1, 2))
+        assert np.array_equal(dsp._padded_segment(x, int(lo), int(hi), preset), whole[lo:hi])
