@@ -245,6 +245,61 @@ def _run_reference(args: argparse.Namespace) -> int:
     return _write_command(args, "reference")
 
 
+# --------------------------------------------------------------------------- frames (precomputed features)
+
+
+def _add_frames(parser: argparse.ArgumentParser) -> None:
+    from .config import CONTEXT_MODES, MODES
+
+    parser.add_argument("features", metavar="FEATURES",
+                        help="precomputed features .npy: hubert (T, 2, 1024) like aud_hu.npy, wenet (T, 8192), "
+                             "or ave padded features (N+2, 512)")
+    parser.add_argument("--mode", required=True, choices=list(MODES), help="U-Net audio mode")
+    parser.add_argument("--context", default="zeros", choices=list(CONTEXT_MODES),
+                        help="rows outside the array: 'zeros' (upstream, default) or 'edge' repeats")
+    parser.add_argument("--output", "-o", required=True, metavar="OUT.npy",
+                        help="frames (T, *mode shape) float32, written atomically")
+
+
+def _load_npy(path: str) -> Any:
+    import numpy as np
+
+    from .errors import ShapeError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ShapeError(f"features file not found: {p}" if not p.exists() else f"features path {p} is not a file")
+    with open(p, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise ShapeError(f"{p} is not a .npy file (no NUMPY header); save arrays with numpy.save")
+    try:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ShapeError(f"cannot read {p} as a .npy array: {' '.join(str(exc).split())[:160]}") from None
+
+
+def _run_frames(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .context import frames_for_mode
+    from .stream import check_frames_path, save_frames
+
+    check_frames_path(args.output)  # fail before reading a large array
+    feats = _load_npy(args.features)
+    if feats.dtype.kind == "f" and feats.dtype != np.float32:
+        feats = np.asarray(feats, dtype=np.float32)
+    frames = frames_for_mode(feats, args.mode, context=args.context)
+    out = save_frames(frames, args.output)
+    summary = {"input": args.features, "input_shape": list(feats.shape), "mode": args.mode,
+               "context": args.context, "output": str(out), "frames_shape": list(frames.shape)}
+    if args.json:
+        _emit_json(summary)
+    else:
+        _say(args, f"{args.features} {_shape(feats.shape)} → {out}: {_shape(frames.shape)} float32 "
+                   f"({args.mode}, ±8 rows of context, {args.context} outside; no first/last repeat)")
+    return 0
+
+
 # --------------------------------------------------------------------------- validate
 
 
@@ -495,6 +550,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("reference", "write the full reference dataset for ports (per-frame files, validation instructions)",
             "synctalk-audio reference talk.wav --checkpoint audio_visual_encoder.pth -o reference/",
             _add_reference, _run_reference, pipeline_options=True),
+    Command("frames", "precomputed hubert/wenet (or ave) features → per-frame U-Net tensors (.npy)",
+            "synctalk-audio frames aud_hu.npy --mode hubert -o hubert_frames.npy",
+            _add_frames, _run_frames),
     Command("validate", "compare a port's .npy outputs with a reference dataset (exit 1 on failure)",
             "synctalk-audio validate reference/ my_port_output/ --json > report.json",
             _add_validate, _run_validate),

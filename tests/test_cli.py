@@ -254,3 +254,27 @@ def test_console_script_installed():
         pytest.skip("console script not installed in this environment")
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("synctalk-audio ")
+
+
+def test_frames_command_matches_golden_hubert_and_wenet(tmp_path, capsys):
+    for mode, aud, ref in (("hubert", "aud_hu.npy", "frames_hubert.npy"), ("wenet", "aud_wenet.npy", "frames_wenet.npy")):
+        src = golden_input("short_0p3s_16k").parents[1] / "out" / "short_0p3s_16k"
+        out = tmp_path / f"{mode}.npy"
+        assert cli.main(["frames", str(src / aud), "--mode", mode, "-o", str(out), "--quiet"]) == 0
+        assert np.array_equal(np.load(out), np.load(src / ref))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hubert.npy", "wenet.npy"]
+
+
+@pytest.mark.parametrize("maker,args,match", [
+    (lambda d: None, ("--mode", "hubert"), "not found"),
+    (lambda d: (d / "f.npy").write_text("hello"), ("--mode", "hubert"), "not a .npy file"),
+    (lambda d: np.save(d / "f.npy", np.zeros((5, 2, 1024), np.float32)), ("--mode", "wenet"), "131072"),
+    (lambda d: np.save(d / "f.npy", np.full((5, 512), np.nan, np.float32)), ("--mode", "ave"), "NaN"),
+])
+def test_frames_command_errors(tmp_path, capsys, maker, args, match):
+    maker(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(["frames", str(tmp_path / "f.npy"), *args, "-o", str(tmp_path / "out.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("synctalk-audio: error:") and match in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
