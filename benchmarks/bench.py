@@ -127,6 +127,24 @@ def stats(times: list[float]) -> dict[str, float]:
     return {"median": statistics.median(times), "best": min(times), "runs": len(times)}
 
 
+def time_alternately(variants: dict, repeats: int, sync=None) -> dict[str, list[float]]:
+    """Run every variant once per round, ``repeats`` rounds; wall seconds per variant.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called around each timed call.
+    """
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            if sync is not None:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync is not None:
+                sync()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def fmt_s(t: float) -> str:
     return f"{t:7.3f} s"
 
@@ -212,12 +230,7 @@ def warm(clip: Path, repeats: int, state_dict: dict, up) -> dict:
 
     variants = {"upstream": run_upstream, "exact": run_ours("exact"), "fast": run_ours("fast")}
     outputs = {name: fn() for name, fn in variants.items()}  # warm-up: librosa/numba, oneDNN kernels
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = time_alternately(variants, repeats)
     ref = outputs["upstream"]
     scale = float(np.abs(ref).max())
     err = {p: float(np.abs(outputs[p].padded - ref).max()) for p in ("exact", "fast")}
@@ -257,12 +270,7 @@ def encoder_only(clip: Path, repeats: int, state_dict: dict, up, peak_gflops: fl
     variants = {"upstream": run_upstream, "exact": run_ours("exact"), "fast": run_ours("fast")}
     for fn in variants.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = time_alternately(variants, repeats)
     flops = encoder_flops() * n
     res = {"n_windows": n, "gflop_per_window": encoder_flops() / 1e9, "gflop_total": flops / 1e9}
     for name, t in times.items():
@@ -384,14 +392,7 @@ def gpu(clip: Path, repeats: int, state_dict: dict, up) -> dict | None:
     for fn in variants.values():
         fn()
         torch.cuda.synchronize()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
+    times = time_alternately(variants, repeats, sync=torch.cuda.synchronize)
     res = {"device": torch.cuda.get_device_name(0), "n_windows": n}
     for name, t in times.items():
         res[name] = {**stats(t), "windows_per_s": n / min(t)}
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"{r['ratio_best']:6.2f}x" if "ratio_best" in r else ""
                 print(f"    {name:10s} {fmt_s(r['median'])} {fmt_s(r['best'])} {r['windows_per_s']:10.0f} "
                       f"{r['gflops_best']:8.1f} {r['peak_fraction_best']:8.1%} {ratio:>7s}")
-            print(f"    (fast runs bfloat16; its 'of peak' is against the float32 peak)\n")
+            print("    (fast runs bfloat16; its 'of peak' is against the float32 peak)\n")
         if "cold" not in skip:
             c = cold(CLIP, args.cold_repeats, ckpt, env, work)
             results["cold"] = c

@@ -11,7 +11,7 @@ import numpy as np
 from .config import MODES, check_context, check_mode
 from .errors import ShapeError
 
-__all__ = ["pad_context", "context_windows", "context_window", "reshape_for_mode", "frames_for_mode"]
+__all__ = ["pad_context", "context_windows", "window_view", "context_window", "reshape_for_mode", "frames_for_mode"]
 
 
 def _check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
@@ -78,11 +78,24 @@ def context_windows(padded: np.ndarray, *, context: str = "zeros", radius: int =
     check_context(context)
     if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
         raise ShapeError(f"radius must be a positive integer, got {radius!r}")
-    m, d = arr.shape
+    return window_view(np.ascontiguousarray(_radius_padded(arr, radius, context)), arr.shape[0], radius)
+
+
+def window_view(buffer: np.ndarray, m: int, radius: int = 8) -> np.ndarray:
+    """The ``m`` context windows of a buffer already padded with ``radius`` rows each side.
+
+    Parameters
+    ----------
+    buffer : C-contiguous ndarray, shape (m + 2·radius, D)
+
+    Returns
+    -------
+    read-only view, shape (m, 2·radius, D): window i is ``buffer[i : i + 2·radius]``
+    """
+    d = buffer.shape[1]
     span = 2 * radius
-    flat = np.ascontiguousarray(_radius_padded(arr, radius, context)).reshape(-1)
-    view = np.lib.stride_tricks.sliding_window_view(flat, span * d)[::d][:m]
-    return view.reshape(m, span, d)
+    flat = buffer.reshape(-1)
+    return np.lib.stride_tricks.sliding_window_view(flat, span * d)[::d][:m].reshape(m, span, d)
 
 
 def context_window(padded: np.ndarray, index: int, *, context: str = "zeros", radius: int = 8) -> np.ndarray:

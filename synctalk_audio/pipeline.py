@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -15,7 +14,7 @@ import numpy as np
 from . import __version__
 from .audio import check_waveform, load_audio
 from .config import MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, mode_shape
-from .context import context_window, reshape_for_mode
+from .context import context_window, reshape_for_mode, window_view
 from .dsp import melspectrogram
 from .errors import ConfigError
 from .frames import gather_windows, window, window_starts
@@ -231,10 +230,7 @@ def _fill_context(buf: np.ndarray, n: int, context: str) -> tuple[np.ndarray, np
     if context == "edge":
         buf[:r] = buf[r]
         buf[r + n + 2:] = buf[r + n + 1]
-    d = buf.shape[1]
-    flat = buf.reshape(-1)
-    windows = np.lib.stride_tricks.sliding_window_view(flat, 2 * r * d)[::d][: n + 2].reshape(n + 2, 2 * r, d)
-    return buf[r + 1: r + 1 + n], buf[r: r + n + 2], windows
+    return buf[r + 1: r + 1 + n], buf[r: r + n + 2], window_view(buf, n + 2, r)
 
 
 def _value_range(arr: np.ndarray) -> list[float]:

@@ -10,7 +10,7 @@ import pytest
 
 import synctalk_audio as sa
 from synctalk_audio.config import SYNCTALK_2D, WAV2LIP
-from synctalk_audio.dsp import center_pad, n_mel_frames, stft_frames
+from synctalk_audio.dsp import n_mel_frames
 
 from .conftest import CLIPS, FULL_CLIPS, GOLDEN, MANIFEST, golden_array, golden_input
 
