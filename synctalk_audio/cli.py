@@ -79,8 +79,10 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help="U-Net audio mode; the conv encoder feeds 'ave' (32,16,16) (default: ave)")
     g.add_argument("--fps", type=_number, default=None, help="video frame rate (default: the mode's, 25 for ave)")
     g.add_argument("--device", default="auto", help="'auto' (CUDA when available; the default), 'cpu', 'cuda', 'cuda:1', …")
-    g.add_argument("--precision", default="exact", choices=list(PRECISIONS),
-                   help="'exact' (default) reproduces the upstream recipe to <= 1e-5")
+    g.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                   help="'exact' (the default for a .pth) reproduces the upstream recipe bit for bit; 'fast' "
+                        "bfloat16/float16 (<= 2%% of max|features|); 'onnx' (the default and only choice for an "
+                        ".onnx checkpoint) float32 in onnxruntime without torch (<= 5e-6 of max|features|)")
     g.add_argument("--context", default="zeros", choices=list(CONTEXT_MODES),
                    help="rows outside the padded features: 'zeros' (upstream, default) or 'edge' repeats")
     g.add_argument("--batch-size", type=int, default=None,
@@ -97,13 +99,23 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
 def _add_checkpoint(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument(
         "--checkpoint", "-c", required=required, metavar="CKPT",
-        help="encoder weights: audio_visual_encoder.pth (with or without the 'audio_encoder.' prefix), or "
+        help="encoder weights: audio_visual_encoder.pth (with or without the 'audio_encoder.' prefix); an "
+             ".onnx from 'export --format onnx' (runs in onnxruntime, never imports torch: fastest start); or "
              "'seeded' for the deterministic UNTRAINED seeded_state_dict(0) weights (tests/demos only)")
 
 
-def load_weights(spec: str, device: str = "auto") -> tuple[Any, dict[str, Any]]:
-    """``--checkpoint`` value → (AudioEncoder, weights_info dict). ``"seeded"`` = seeded_state_dict(0)."""
+def load_weights(spec: str, device: str = "auto", *, threads: "int | None" = None) -> tuple[Any, dict[str, Any]]:
+    """``--checkpoint`` value → (encoder, weights_info dict).
+
+    ``"seeded"`` = seeded_state_dict(0); a ``.pth`` → AudioEncoder; an ``.onnx`` →
+    OnnxEncoder (onnxruntime, ``threads`` intra-op threads; torch is not imported).
+    """
     from .dataset import weights_info
+    from .runtime import is_onnx_model, load_onnx_encoder
+
+    if is_onnx_model(spec):
+        encoder = load_onnx_encoder(spec, device=device, threads=threads)
+        return encoder, weights_info(encoder)
     from .encoder import load_encoder, seeded_state_dict
 
     if spec == SEEDED:
@@ -156,7 +168,7 @@ def _describe_outputs(out: Path, meta: dict[str, Any]) -> list[str]:
     rows += [("audio_features_raw.npy", "float32", shapes["audio_features_raw"]),
              ("audio_features_padded.npy", "float32", shapes["audio_features_padded"])]
     n = meta["n_frames"]
-    if kind == "features":
+    if kind == "features" and "audio_frames.npy" in meta["sha256"]:
         rows.append(("audio_frames.npy", "float32", [n, *shapes["frame_reshaped"]]))
     elif kind == "reference":
         rows.append((f"frames/frame_XXXXX_window.npy   ×{n}", "float32", shapes["frame_window"]))
@@ -201,7 +213,7 @@ def _write_command(args: argparse.Namespace, kind: str) -> int:
     encoder, weights = load_weights(args.checkpoint, args.device)
     result = _run_pipeline(args, args.audio, encoder)
     if kind == "features":
-        meta = write_features(result, args.output, weights=weights, overwrite=args.force)
+        meta = write_features(result, args.output, weights=weights, overwrite=args.force, frames=args.frames)
     else:
         meta = write_reference(result, args.output, weights=weights, overwrite=args.force,
                                progress=_progress(args))
@@ -231,6 +243,9 @@ def _add_audio_out(parser: argparse.ArgumentParser, out_help: str) -> None:
 
 def _add_features(parser: argparse.ArgumentParser) -> None:
     _add_audio_out(parser, "output directory (created atomically; must not exist or be empty unless --force)")
+    parser.add_argument("--frames", action="store_true",
+                        help="also write audio_frames.npy, every frame stacked (N+2, 32, 16, 16): 16x the padded "
+                             "features, which hold the same numbers (2.9 GB per hour of audio)")
 
 
 def _run_features(args: argparse.Namespace) -> int:
@@ -485,7 +500,8 @@ def _add_stream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", default=None, metavar="OUT.npy",
                         help="save the streamed frames (N+2, 32, 16, 16) float32 to this .npy (written atomically)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for the per-window encoder calls (default: 1; 0 = leave torch's setting)")
+                        help="encoder threads for the per-window calls (default: 1; 0 = torch's setting, or all "
+                             "usable cores for an .onnx encoder)")
 
 
 def _run_stream(args: argparse.Namespace) -> int:
@@ -501,7 +517,7 @@ def _run_stream(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     if args.output is not None:
         check_frames_path(args.output)
-    encoder, weights = load_weights(args.checkpoint, args.device)
+    encoder, weights = load_weights(args.checkpoint, args.device, threads=args.threads or None)
     _warn_untrained(args, weights)
     stream = StreamingPipeline(checkpoint=encoder, mode=args.mode, fps=args.fps, device=args.device,
                                precision=args.precision, context=args.context, batch_size=args.batch_size,
@@ -544,7 +560,7 @@ def _run_stream(args: argparse.Namespace) -> int:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("features", "audio → mel, features, padded features and frames (.npy) + metadata.json",
+    Command("features", "audio → mel, features and padded features (.npy; frames with --frames) + metadata.json",
             "synctalk-audio features talk.wav --checkpoint audio_visual_encoder.pth -o talk_features/",
             _add_features, _run_features, pipeline_options=True),
     Command("reference", "write the full reference dataset for ports (per-frame files, validation instructions)",

@@ -23,6 +23,7 @@ __all__ = [
     "MODES",
     "MODE_FPS",
     "CONTEXT_MODES",
+    "FEATURE_DIM",
     "mode_shape",
     "check_fps",
     "check_mode",
@@ -125,6 +126,8 @@ class FrameConfig:
             raise ConfigError(f"FrameConfig.radius must be a non-negative integer, got {self.radius!r}")
 
 
+#: Width of one encoder feature row (the conv AudioEncoder's output).
+FEATURE_DIM = 512
 #: Per-frame tensor shape for each mode (row-major reshape of the 16-row context window).
 MODES: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {"ave": (32, 16, 16), "hubert": (32, 32, 32), "wenet": (256, 16, 32)}

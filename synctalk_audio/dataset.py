@@ -12,8 +12,9 @@ A *reference dataset* (the seed's ``process_and_save_all_frames``) is one direct
     summary.json                 the short human summary
     VALIDATION_INSTRUCTIONS.json what to compare, tolerances, shapes, frame count, recipes
 
-:func:`write_features` writes the compact variant (``audio_frames.npy`` stacks all frames,
-(N+2, *mode shape)); :func:`validate` accepts either layout on either side.
+:func:`write_features` writes the compact variant (no windows; the frames, when asked for, in
+one ``audio_frames.npy`` (N+2, *mode shape)); :func:`validate` accepts either layout on either
+side.
 
 Writing is atomic: everything is built in a hidden temp directory next to the target and
 renamed into place, so a crash, a full disk or a permission error never leaves a
@@ -281,8 +282,9 @@ def weights_info(checkpoint: Any, *, encoder: Any = None) -> dict[str, Any]:
 
     Parameters
     ----------
-    checkpoint : path, state dict, AudioEncoder or None
-        A path also gets the file's sha256. ``state_dict_sha256`` is the hash of the weights as
+    checkpoint : path, state dict, AudioEncoder, OnnxEncoder or None
+        A path also gets the file's sha256. For an .onnx encoder the weights' hash and the
+        untrained flag come from the export's ``<model>.json`` (None when it is missing). ``state_dict_sha256`` is the hash of the weights as
         loaded into the AudioEncoder (keys without prefix, the golden manifest's definition).
     encoder : AudioEncoder, optional
         The encoder already loaded from ``checkpoint``: hashed instead of loading it again.
@@ -294,6 +296,12 @@ def weights_info(checkpoint: Any, *, encoder: Any = None) -> dict[str, Any]:
     if checkpoint is None:
         return {"state_dict_sha256": None, "untrained_seeded": None,
                 "note": "weights not recorded (no checkpoint was given to the writer)"}
+    from .runtime import OnnxEncoder, is_onnx_model, load_onnx_encoder
+
+    if isinstance(checkpoint, OnnxEncoder) or is_onnx_model(checkpoint):
+        if not isinstance(checkpoint, OnnxEncoder) and not isinstance(encoder, OnnxEncoder):
+            encoder = load_onnx_encoder(checkpoint, device="cpu", threads=1)
+        return _onnx_weights_info(checkpoint if isinstance(checkpoint, OnnxEncoder) else encoder)
     from .encoder import AudioEncoder, load_encoder, state_dict_sha256
 
     info: dict[str, Any] = {}
@@ -318,6 +326,20 @@ def weights_info(checkpoint: Any, *, encoder: Any = None) -> dict[str, Any]:
     info["untrained_seeded"] = seeded
     info["note"] = UNTRAINED_NOTE if seeded else "checkpoint weights (not the seeded untrained ones)"
     return info
+
+
+def _onnx_weights_info(encoder: Any) -> dict[str, Any]:
+    prov = encoder.provenance
+    seeded = prov.get("untrained_seeded")
+    if seeded:
+        note = UNTRAINED_NOTE
+    elif prov:
+        note = "checkpoint weights (not the seeded untrained ones), exported to ONNX"
+    else:
+        note = (f"ONNX encoder without matching export metadata ({encoder.path.name}.json): "
+                "which weights it holds is not recorded")
+    return {"checkpoint": str(encoder.path), "checkpoint_sha256": encoder.sha256, "format": "onnx",
+            "state_dict_sha256": prov.get("state_dict_sha256"), "untrained_seeded": seeded, "note": note}
 
 
 def _stats(arr: np.ndarray) -> dict[str, float]:
@@ -404,21 +426,20 @@ def _write_into(
     progress: bool,
     weights: Mapping[str, Any] | None = None,
     extra_meta: Mapping[str, Any] | None = None,
+    stacked_frames: bool = False,
 ) -> dict[str, Any]:
     checksums: dict[str, str] = {}
     mel = np.asarray(result.mel)
-    windows = np.asarray(result.windows)
     features = np.asarray(result.features)
     padded = np.asarray(result.padded)
-    arrays = {"mel_spectrogram": mel, "mel_windows": windows,
-              "audio_features_raw": features, "audio_features_padded": padded}
-    if kind == "features":
-        arrays.pop("mel_windows")
+    arrays = {"mel_spectrogram": mel, "audio_features_raw": features, "audio_features_padded": padded}
+    if kind != "features":  # the compact variant leaves the windows out (they are mel columns)
+        arrays["mel_windows"] = np.asarray(result.windows)
     for name, arr in arrays.items():
         _save(root, _FILES[name], arr, checksums)
     n_frames = int(padded.shape[0])
     ctx = context_windows(padded, context=result.context)
-    if kind == "features":
+    if kind == "features" and stacked_frames:
         _save(root, _STACKED_FRAMES, reshape_for_mode(ctx, result.mode), checksums)
     elif kind == "reference":
         (root / _FRAMES_DIR).mkdir()
@@ -446,18 +467,18 @@ def _write_into(
     meta["n_windows"] = int(features.shape[0])
     meta["n_frames"] = n_frames
     shapes = dict(meta.get("shapes") or {})
-    shapes.update({"mel_spectrogram": list(mel.shape), "mel_windows": list(windows.shape),
+    shapes.update({"mel_spectrogram": list(mel.shape), "mel_windows": [int(features.shape[0]), int(mel.shape[0]), 16],
                    "audio_features_raw": list(features.shape), "audio_features_padded": list(padded.shape),
                    "frame_window": list(ctx.shape[1:]), "frame_reshaped": list(mode_shape(result.mode))})
     meta["shapes"] = shapes
-    meta["value_ranges"] = {_FILES[name]: _stats(arr) for name, arr in
-                            {"mel_spectrogram": mel, "mel_windows": windows, "audio_features_raw": features,
-                             "audio_features_padded": padded}.items()}
+    meta["value_ranges"] = {_FILES[name]: _stats(arr) for name, arr in arrays.items()}
     meta["dataset"] = {
         "kind": kind,
         "format_version": FORMAT_VERSION,
         "frames": {"reference": f"{_FRAMES_DIR}/frame_{{i:05d}}_window.npy and _reshaped.npy, {n_frames} each",
-                   "features": f"{_STACKED_FRAMES} ({n_frames}, {', '.join(map(str, mode_shape(result.mode)))})",
+                   "features": (f"{_STACKED_FRAMES} ({n_frames}, {', '.join(map(str, mode_shape(result.mode)))})"
+                                if stacked_frames else "not written (views of audio_features_padded: "
+                                                       "frames_for_mode, or write_features(frames=True))"),
                    "intermediates": "not written"}[kind],
         "frames_value_range": ("rows of audio_features_padded plus zero rows outside the padded range "
                                "(context='zeros'): its range widened to include 0"),
@@ -562,25 +583,28 @@ def write_features(
     checkpoint: Any = None,
     weights: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    frames: bool = False,
 ) -> dict[str, Any]:
     """Write the pipeline outputs compactly (what ``synctalk-audio features`` writes).
 
     ``mel_spectrogram.npy`` (80, T), ``audio_features_raw.npy`` (N, 512),
-    ``audio_features_padded.npy`` (N+2, 512), ``audio_frames.npy`` (N+2, *mode shape) — streamed
-    from the zero-copy frame view, never materialised in memory — and ``metadata.json``.
-    Atomic, like :func:`write_reference`; ``checkpoint``, ``weights`` and ``overwrite`` as there.
+    ``audio_features_padded.npy`` (N+2, 512) (upstream's ``aud_ave.npy``) and
+    ``metadata.json``; with ``frames=True`` also ``audio_frames.npy`` (N+2, *mode shape),
+    streamed from the zero-copy frame view, never materialised in memory (it is 16× the
+    padded features: 2.9 GB for an hour, so it is opt-in). Atomic, like
+    :func:`write_reference`; ``checkpoint``, ``weights`` and ``overwrite`` as there.
 
     Returns
     -------
     dict, the content of ``metadata.json``
     """
     return _write(result, output_dir, kind="features", checkpoint=checkpoint, weights=weights,
-                  overwrite=overwrite, progress=False)
+                  overwrite=overwrite, progress=False, stacked_frames=frames)
 
 
 def _write(result: Any, output_dir: Any, *, kind: str, checkpoint: Any, overwrite: bool, progress: bool,
            weights: Mapping[str, Any] | None = None, extra_meta: Mapping[str, Any] | None = None,
-           extra: Callable[[Path], None] | None = None) -> dict[str, Any]:
+           extra: Callable[[Path], None] | None = None, stacked_frames: bool = False) -> dict[str, Any]:
     for attr in ("mel", "features", "padded", "mode", "context", "metadata"):
         if not hasattr(result, attr):
             raise ConfigError(f"result must be a Features from pipeline(), got {type(result).__name__}")
@@ -588,7 +612,7 @@ def _write(result: Any, output_dir: Any, *, kind: str, checkpoint: Any, overwrit
         raise ConfigError(f"result has an unknown mode {result.mode!r}")
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
         meta = _write_into(tmp, result, kind=kind, checkpoint=checkpoint, progress=progress, weights=weights,
-                           extra_meta=extra_meta)
+                           extra_meta=extra_meta, stacked_frames=stacked_frames)
         if extra is not None:
             extra(tmp)
     return meta

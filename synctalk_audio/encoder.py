@@ -13,8 +13,7 @@ import os
 import pickle
 import warnings
 import zipfile
-from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batches import check_positive_int, encode_in_batches
+from .config import FEATURE_DIM
 from .errors import CheckpointError, ConfigError, ShapeError
 
 __all__ = [
@@ -65,7 +66,6 @@ ENCODER_LAYOUT: tuple[tuple[int, int, int, tuple[int, int], int, bool], ...] = (
     (256, 512, 3, (1, 1), 0, False),
     (512, 512, 1, (1, 1), 0, False),
 )
-FEATURE_DIM = 512
 _PREFIX = "audio_encoder."
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -273,6 +273,9 @@ def _read_checkpoint(path: Path) -> Any:
         raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file is empty (0 bytes): {path}")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX model, not PyTorch weights: this step needs the .pth "
+                              "checkpoint (pipeline(), StreamingPipeline and the CLI take the .onnx as it is)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
@@ -624,14 +627,6 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def _check_batch_size(batch_size: Any) -> "int | None":
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
 def prepare_encoder(
     encoder: "nn.Module | PreparedEncoder",
     *,
@@ -677,32 +672,6 @@ def prepare_encoder(
     if conv is not None and isinstance(encoder, AudioEncoder):
         return _ExactOneDNN(encoder, conv, batch)
     return _ModuleExact(encoder, dev, batch)
-
-
-def _run_batches(n_batches: int, work: Callable[[int], int], workers: int,
-                 progress: "Callable[[int], Any] | None") -> None:
-    """Run ``work(b)`` for every batch index, on ``workers`` threads (>1) or inline."""
-    if workers <= 1:
-        for b in range(n_batches):
-            done = work(b)
-            if progress is not None:
-                progress(done)
-        return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synctalk-encoder")
-    try:
-        pending: deque = deque()
-        for b in range(n_batches):
-            pending.append(pool.submit(work, b))
-            while len(pending) > 4 * workers or (pending and pending[0].done()):
-                done = pending.popleft().result()
-                if progress is not None:
-                    progress(done)
-        while pending:
-            done = pending.popleft().result()
-            if progress is not None:
-                progress(done)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def encode_windows(
@@ -757,53 +726,30 @@ def encode_windows(
                                                                      device=encoder.device if device == "auto" else device)
     else:
         prepared = prepare_encoder(encoder, precision=precision or "exact", device=device)
-    bs = _check_batch_size(batch_size) or prepared.batch_size
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads <= 0):
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-    n = int(n_windows)
-    if rows is not None:
-        rows = np.asarray(rows, dtype=np.intp)
-        if rows.shape != (n,) or out is None:
-            raise ShapeError(f"rows must have shape ({n},) and come with out, got {rows.shape}")
-    m = n if rows is None else out.shape[0]
-    if out is None:
-        out = np.empty((n, FEATURE_DIM), dtype=np.float32)
-    elif out.ndim != 2 or out.shape[1] != FEATURE_DIM or out.shape[0] != m or out.dtype != np.float32:
-        raise ShapeError(f"out must be float32 ({m}, {FEATURE_DIM}), got {out.dtype} {out.shape}")
-    if n == 0:
-        return out
+    bs = check_positive_int("batch_size", batch_size) or prepared.batch_size
+    check_positive_int("threads", threads)
     dev = prepared.device
-    n_batches = -(-n // bs)
 
-    def work(b: int) -> int:
-        lo, hi = b * bs, min(n, (b + 1) * bs)
-        win = get_windows(lo, hi)
+    def run(win: "np.ndarray | torch.Tensor") -> np.ndarray:
         x = win if isinstance(win, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(win, dtype=np.float32))
-        x = x.reshape(hi - lo, 1, 80, 16)
+        x = x.reshape(x.shape[0], 1, 80, 16)
         with torch.inference_mode():
-            y = prepared(x.to(dev, dtype=torch.float32, non_blocking=True)).cpu().numpy()
-        if not np.isfinite(y).all():
-            raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised mel windows in [-4, 4]")
-        if rows is None:
-            out[lo:hi] = y
-        else:
-            out[rows[lo:hi]] = y
-        return hi - lo
+            return prepared(x.to(dev, dtype=torch.float32, non_blocking=True)).cpu().numpy()
 
     cpu = dev.type == "cpu"
     saved = torch.get_num_threads()
     total = int(threads) if threads is not None else saved
-    workers = min(total, n_batches) if cpu else 1
+    workers = total if cpu else 1
     try:
-        if cpu and workers > 1:
+        if cpu and workers > 1 and int(n_windows) > bs:
             torch.set_num_threads(1)  # one torch thread per worker; restored below
         elif cpu and total != saved:
             torch.set_num_threads(total)
-        _run_batches(n_batches, work, workers, progress)
+        return encode_in_batches(n_windows, get_windows, run, batch_size=bs, workers=workers, out=out, rows=rows,
+                                 progress=progress)
     finally:
         if torch.get_num_threads() != saved:
             torch.set_num_threads(saved)
-    return out
 
 
 def encode_batch(
@@ -840,7 +786,7 @@ def encode_batch(
     >>> encode_batch(np.zeros((3, 80, 16), np.float32), enc).shape
     (3, 512)
     """
-    _check_batch_size(batch_size)
+    check_positive_int("batch_size", batch_size)
     x = _as_input(windows)
     if x.shape[0] and not bool(torch.isfinite(x).all()):
         raise ShapeError("windows contain NaN or Inf values")

@@ -13,7 +13,8 @@ import numpy as np
 
 from . import __version__
 from .audio import check_waveform, load_audio
-from .config import MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, mode_shape
+from .batches import check_positive_int
+from .config import FEATURE_DIM, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, mode_shape
 from .context import context_window, reshape_for_mode, window_view
 from .dsp import melspectrogram
 from .errors import ConfigError
@@ -49,7 +50,8 @@ class Precision:
 #: The precisions :func:`pipeline` accepts, with their bounds. "fast" was measured on real
 #: speech (the 9 golden clips + a 45 s clip) with the seeded weights: max |fast − exact| /
 #: max |exact| = 0.68–0.94 % (bfloat16, AMX; 2e-6 in float32 on CPUs without bfloat16); the
-#: documented bound leaves a factor of 2.
+#: documented bound leaves a factor of 2. "onnx" is what an .onnx checkpoint runs (see
+#: :mod:`synctalk_audio.runtime`); the other two need the PyTorch checkpoint.
 PRECISIONS: Mapping[str, Precision] = MappingProxyType({
     "exact": Precision("exact", 1e-7, 1e-5,
                        "the upstream recipe's float32 operations in its order: bit-identical on CPU "
@@ -57,6 +59,9 @@ PRECISIONS: Mapping[str, Precision] = MappingProxyType({
     "fast": Precision("fast", 2e-2, None,
                       "BatchNorm folded, channels-last, conv+residual+ReLU fused in oneDNN, bfloat16 on "
                       "CPUs with AVX512-BF16/AMX (float32 elsewhere), float16 on CUDA; <= 2 % of max|features|"),
+    "onnx": Precision("onnx", 5e-6, None,
+                      "float32 in onnxruntime from an exported .onnx encoder, torch never imported; "
+                      "<= 5e-6 of max|features| from exact (measured <= 1e-6)"),
 })
 
 
@@ -113,16 +118,57 @@ class Features:
         return reshape_for_mode(win, self.mode) if reshape else win
 
 
-def _resolve_encoder(checkpoint: Any, device: str):
-    from .encoder import AudioEncoder, PreparedEncoder, load_encoder
+def _resolve_encoder(checkpoint: Any, device: str, threads: "int | None" = None):
+    """checkpoint → AudioEncoder / PreparedEncoder (PyTorch) or OnnxEncoder (onnxruntime).
+
+    An .onnx path or an OnnxEncoder never imports torch.
+    """
+    from .runtime import OnnxEncoder, is_onnx_model, load_onnx_encoder
 
     if checkpoint is None:
-        raise ConfigError("checkpoint is required: a path to audio_visual_encoder.pth, a state dict or an AudioEncoder")
+        raise ConfigError("checkpoint is required: a path to audio_visual_encoder.pth (or an exported .onnx), "
+                          "a state dict or an AudioEncoder")
+    if isinstance(checkpoint, OnnxEncoder):
+        if threads is not None and checkpoint.device == "cpu" and threads != checkpoint.threads:
+            raise ConfigError(f"the ONNX encoder was loaded with {checkpoint.threads} threads, not {threads}: "
+                              f"load_onnx_encoder(path, threads={threads})")
+        return checkpoint
+    if is_onnx_model(checkpoint):
+        return load_onnx_encoder(checkpoint, device=device, threads=threads)
+    from .encoder import AudioEncoder, PreparedEncoder, load_encoder
+
     if isinstance(checkpoint, PreparedEncoder):
         return checkpoint
     if isinstance(checkpoint, AudioEncoder):
         return checkpoint.eval()
     return load_encoder(checkpoint, device=device)
+
+
+def _prepare(checkpoint: Any, *, precision: "str | None", device: str, threads: "int | None" = None) -> Any:
+    """checkpoint + precision → a ready backend: PreparedEncoder (exact/fast) or OnnxEncoder (onnx).
+
+    ``precision=None`` means the checkpoint's own: "exact" for PyTorch weights, "onnx" for an
+    .onnx model. Asking an .onnx model for exact/fast (or PyTorch weights for onnx) is a
+    ConfigError rather than a silent change of the numbers.
+    """
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    from .runtime import OnnxEncoder
+
+    encoder = _resolve_encoder(checkpoint, device, threads)
+    if isinstance(encoder, OnnxEncoder):
+        if precision not in (None, "onnx"):
+            raise ConfigError(f"precision {precision!r} needs the PyTorch checkpoint (.pth); an .onnx encoder "
+                              "runs precision 'onnx' (float32 in onnxruntime)")
+        return encoder
+    if precision == "onnx":
+        raise ConfigError("precision 'onnx' needs an exported .onnx encoder as checkpoint "
+                          "(synctalk-audio export --format onnx)")
+    from .encoder import PreparedEncoder, prepare_encoder
+
+    if precision is None:
+        precision = encoder.precision if isinstance(encoder, PreparedEncoder) else "exact"
+    return prepare_encoder(encoder, precision=precision, device=device)
 
 
 def encode_mel(
@@ -133,7 +179,7 @@ def encode_mel(
     batch_size: "int | None" = None,
     device: str = "auto",
     progress: bool = False,
-    precision: str = "exact",
+    precision: "str | None" = None,
     threads: "int | None" = None,
     out: "np.ndarray | None" = None,
 ) -> np.ndarray:
@@ -145,12 +191,13 @@ def encode_mel(
     Parameters
     ----------
     mel : float64 (80, T)
-    encoder : AudioEncoder or PreparedEncoder
+    encoder : AudioEncoder, PreparedEncoder, OnnxEncoder, or anything :func:`pipeline`
+        takes as ``checkpoint``
     batch_size : int, optional
         Windows per forward pass; default the device's best (features do not depend on it).
-    precision : "exact" or "fast" (see :data:`PRECISIONS`)
+    precision : "exact", "fast" or "onnx" (see :data:`PRECISIONS`); default the encoder's own
     threads : int, optional
-        CPU worker threads (default ``torch.get_num_threads()``).
+        CPU threads (default ``torch.get_num_threads()``; onnxruntime: the usable cores).
     out : float32 ndarray (N, 512), optional
         Written in place.
 
@@ -158,12 +205,11 @@ def encode_mel(
     -------
     ndarray, float32, shape (N, 512)
     """
-    from .encoder import FEATURE_DIM, encode_windows, prepare_encoder
-
     starts = window_starts(mel.shape[1], fps)
     n = starts.shape[0]
     mel32 = np.ascontiguousarray(mel, dtype=np.float32)
-    prepared = prepare_encoder(encoder, precision=precision, device=device)
+    prepared = _prepare(encoder, precision=precision, device=device, threads=threads)
+    encode_windows = _windows_encoder(prepared, threads)
     if out is None:
         out = np.empty((n, FEATURE_DIM), dtype=np.float32)
     # Windows of one constant value (digital silence: every mel value at the -4 floor) give
@@ -181,21 +227,33 @@ def encode_mel(
         if constant.size:
             distinct, which = np.unique(values, return_inverse=True)
             reps = np.broadcast_to(distinct[:, None, None], (distinct.shape[0], mel32.shape[0], 16))
-            rows = encode_windows(distinct.shape[0], lambda lo, hi: reps[lo:hi], prepared,
-                                  batch_size=batch_size, threads=threads)
+            rows = encode_windows(distinct.shape[0], lambda lo, hi: reps[lo:hi], prepared, batch_size=batch_size)
             out[constant] = rows[which]
             if update is not None:
                 update(constant.shape[0])
         if varying is None:
             encode_windows(n, lambda lo, hi: gather_windows(mel32, starts[lo:hi]), prepared,
-                           batch_size=batch_size, threads=threads, out=out, progress=update)
+                           batch_size=batch_size, out=out, progress=update)
         elif varying.size:
             encode_windows(varying.shape[0], lambda lo, hi: gather_windows(mel32, starts[varying[lo:hi]]), prepared,
-                           batch_size=batch_size, threads=threads, out=out, rows=varying, progress=update)
+                           batch_size=batch_size, out=out, rows=varying, progress=update)
         return out
     finally:
         if bar is not None:
             bar.close()
+
+
+def _windows_encoder(prepared: Any, threads: "int | None") -> Any:
+    """The ``encode_windows``-style function of ``prepared``'s backend (torch or onnxruntime)."""
+    from .runtime import OnnxEncoder, encode_windows_onnx
+
+    if isinstance(prepared, OnnxEncoder):
+        return encode_windows_onnx
+    from functools import partial
+
+    from .encoder import encode_windows
+
+    return partial(encode_windows, threads=threads)
 
 
 def _constant_windows(mel32: np.ndarray, starts: np.ndarray) -> tuple["np.ndarray | None", np.ndarray, np.ndarray]:
@@ -243,7 +301,7 @@ def pipeline(
     checkpoint: Any,
     mode: str = "ave",
     fps: float | None = None,
-    precision: str = "exact",
+    precision: "str | None" = None,
     device: str = "auto",
     context: str = "zeros",
     config: MelConfig = SYNCTALK_2D,
@@ -258,16 +316,18 @@ def pipeline(
     audio : path or ndarray (n,)
         An audio file (any rate/channels; loaded like ``librosa.load(sr=16000)``) or 16 kHz
         mono samples.
-    checkpoint : path, state dict or AudioEncoder
-        ``audio_visual_encoder.pth`` (with or without the ``audio_encoder.`` prefix).
+    checkpoint : path, state dict, AudioEncoder or OnnxEncoder
+        ``audio_visual_encoder.pth`` (with or without the ``audio_encoder.`` prefix), or an
+        exported ``.onnx`` encoder: then onnxruntime runs it and torch is never imported.
     mode : "ave"
         The conv encoder's features feed ave frames (32, 16, 16). For hubert/wenet, pass
         precomputed features to :func:`frames_for_mode`.
     fps : float, optional
         Video frame rate; default the mode's (25 for ave).
-    precision : "exact" or "fast"
-        "exact" (default) is bit-identical to the upstream recipe on CPU (≤ 1e-5); "fast"
-        trades precision for speed within its bound in :data:`PRECISIONS` (≤ 2 % of
+    precision : "exact", "fast" or "onnx"; default the checkpoint's own
+        "exact" (default for PyTorch weights) is bit-identical to the upstream recipe on CPU
+        (≤ 1e-5); "fast" trades precision for speed within its bound in :data:`PRECISIONS`
+        (≤ 2 % of max|features|); "onnx" is what an .onnx checkpoint runs (≤ 5e-6 of
         max|features|).
     device : "auto", "cpu", "cuda", …
     context : "zeros" (upstream) or "edge"
@@ -277,8 +337,8 @@ def pipeline(
         Encoder windows per forward pass; default the device's best (32 per CPU thread,
         1024+ on CUDA). The features do not depend on it.
     threads : int, optional
-        CPU threads for the encoder (default ``torch.get_num_threads()``); the features do
-        not depend on it.
+        CPU threads for the encoder (default ``torch.get_num_threads()``, or the usable
+        cores for onnxruntime); the features do not depend on it.
 
     Returns
     -------
@@ -300,27 +360,24 @@ def pipeline(
         )
     fps = check_fps(MODE_FPS[mode] if fps is None else fps)
     check_context(context)
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size <= 0):
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("threads", threads)
     if isinstance(audio, (str, os.PathLike)):
         wav = load_audio(audio, sr=config.sample_rate)
         source = str(audio)
     else:
         wav = check_waveform(audio)
         source = "<array>"
-    from .encoder import FEATURE_DIM, prepare_encoder
-
-    encoder = prepare_encoder(_resolve_encoder(checkpoint, device), precision=precision, device=device)
+    encoder = _prepare(checkpoint, precision=precision, device=device, threads=threads)
     mel = melspectrogram(wav, config)
     n = len(window_starts(mel.shape[1], fps))
     # One buffer holds zeros | padded (N + 2 rows, features in the middle) | zeros: features,
     # padded and every frame are views of it (a 1-hour clip: 184 MB once, no per-frame copies).
     buf = _context_buffer(n, FEATURE_DIM)
     encode_mel(mel, encoder, fps=fps, batch_size=batch_size, device=device, progress=progress,
-               precision=precision, threads=threads, out=buf[_RADIUS + 1: _RADIUS + 1 + n])
+               threads=threads, out=buf[_RADIUS + 1: _RADIUS + 1 + n])
     features, padded, windows = _fill_context(buf, n, context)
     frames = reshape_for_mode(windows, mode)
     metadata = {
@@ -334,7 +391,7 @@ def pipeline(
         "mode": mode,
         "fps": fps,
         "context": context,
-        "precision": precision,
+        "precision": encoder.precision,
         "encoder_compute": encoder.compute,
         "n_mel_frames": int(mel.shape[1]),
         "n_windows": int(n),
@@ -386,13 +443,16 @@ class AudioPipeline:
     """
 
     def __init__(self, checkpoint_path: Any, device: str | None = None, mode: str = "ave", fps: float = 25):
-        from .encoder import resolve_device
-
         self.mode = check_mode(mode)
         self.fps = check_fps(fps)
-        self.device = str(resolve_device(device))
         self.checkpoint_path = checkpoint_path if isinstance(checkpoint_path, (str, os.PathLike)) else None
-        self.encoder = _resolve_encoder(checkpoint_path, self.device)
+        self.encoder = _resolve_encoder(checkpoint_path, "auto" if device is None else device)
+        if hasattr(self.encoder, "device"):  # OnnxEncoder, PreparedEncoder
+            self.device = str(self.encoder.device)
+        else:
+            from .encoder import resolve_device
+
+            self.device = str(resolve_device(device))
 
     def run(self, audio: "str | os.PathLike | np.ndarray", **kwargs: Any) -> Features:
         """:func:`pipeline` with this instance's encoder, mode, fps and device."""

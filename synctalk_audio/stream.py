@@ -59,7 +59,6 @@ RADIUS = 8
 #: Largest piece of a push processed at once (bounds the temporary STFT/encoder memory).
 _PIECE = 4096 * 200
 _ENCODER_MODE = "ave"
-_PRECISIONS = ("exact", "fast")
 
 
 # --------------------------------------------------------------------------- latency
@@ -201,14 +200,15 @@ class StreamingPipeline:
 
     Parameters
     ----------
-    checkpoint : path, state dict or AudioEncoder
-        As for :func:`synctalk_audio.pipeline`.
+    checkpoint : path, state dict, AudioEncoder or OnnxEncoder
+        As for :func:`synctalk_audio.pipeline`; an exported ``.onnx`` encoder streams through
+        onnxruntime without torch.
     mode : "ave"
         The conv encoder feeds ave frames (32, 16, 16).
     fps : float, optional
         Video frame rate (default the mode's: 25).
     device : "auto", "cpu", "cuda", …
-    precision : "exact"
+    precision : "exact", "fast" or "onnx"; default the checkpoint's own (see ``pipeline``)
     context : "zeros" (upstream) or "edge"
     config : MelConfig
         ``SYNCTALK_2D`` (default, zero STFT padding) or ``WAV2LIP`` (reflect padding).
@@ -220,7 +220,8 @@ class StreamingPipeline:
         and restored (``torch.set_num_threads`` is process-wide, so other threads using torch
         meanwhile see it too). 1 (default) costs the least CPU per window and does not stall
         when the cores are busy (a 2-thread oneDNN call waits for the second core); ``None``
-        leaves torch's setting alone. The frames do not depend on it.
+        leaves torch's setting alone. For an .onnx checkpoint: onnxruntime's intra-op threads
+        (``None``: the usable cores). The frames do not depend on it.
 
     Notes
     -----
@@ -247,13 +248,13 @@ class StreamingPipeline:
         mode: str = "ave",
         fps: float | None = None,
         device: str = "auto",
-        precision: str = "exact",
+        precision: "str | None" = None,
         context: str = "zeros",
         config: MelConfig = SYNCTALK_2D,
         batch_size: int | None = None,
         threads: int | None = 1,
     ) -> None:
-        from .pipeline import _resolve_encoder
+        from .pipeline import _prepare
 
         check_mode(mode)
         if mode != _ENCODER_MODE:
@@ -261,9 +262,6 @@ class StreamingPipeline:
         self.mode = mode
         self.fps = check_fps(MODE_FPS[mode] if fps is None else fps)
         self.context = check_context(context)
-        if precision not in _PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r} for streaming; expected one of {', '.join(_PRECISIONS)}")
-        self.precision = precision
         if not isinstance(config, MelConfig):
             raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
         self.config = config
@@ -276,9 +274,12 @@ class StreamingPipeline:
             raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = None if threads is None else int(threads)
         self._shape = mode_shape(mode)
-        from .encoder import prepare_encoder
+        from .runtime import OnnxEncoder
 
-        self._encoder = prepare_encoder(_resolve_encoder(checkpoint, device), precision=precision, device=device)
+        # A loaded OnnxEncoder keeps the threads it was loaded with; a path loads with ours.
+        self._encoder = _prepare(checkpoint, precision=precision, device=device,
+                                 threads=None if isinstance(checkpoint, OnnxEncoder) else self.threads)
+        self.precision = self._encoder.precision
         self.device = str(self._encoder.device)
         self._latency = latency_for(self.fps, config)
         self._state = _State(config)
@@ -394,6 +395,11 @@ class StreamingPipeline:
     def _rows(self, windows: np.ndarray) -> np.ndarray:
         """float32 (k, 80, 16) windows → (k, 512) rows, equal to offline's (the exact CPU encoder
         is batch-invariant bit for bit, so any grouping of windows gives the same rows)."""
+        from .runtime import OnnxEncoder, encode_windows_onnx
+
+        if isinstance(self._encoder, OnnxEncoder):
+            return encode_windows_onnx(windows.shape[0], lambda lo, hi: windows[lo:hi], self._encoder,
+                                       batch_size=self.batch_size)
         from .encoder import encode_batch
 
         return encode_batch(windows, self._encoder, batch_size=self.batch_size, threads=self.threads)

@@ -53,7 +53,8 @@ def test_reference_command(reference_dir):
 
 @pytest.mark.slow
 def test_features_command_and_validate(reference_dir, tmp_path):
-    proc = run("features", CLIP, "-c", "seeded", "-o", "feat", "--json", "--device", "cpu", cwd=tmp_path)
+    proc = run("features", CLIP, "-c", "seeded", "-o", "feat", "--json", "--device", "cpu", "--frames",
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["kind"] == "features" and summary["weights"]["untrained_seeded"] is True

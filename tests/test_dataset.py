@@ -36,7 +36,7 @@ def reference(result, seeded_encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def features_dir(result, seeded_encoder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("feat") / "features"
-    ds.write_features(result, out, checkpoint=seeded_encoder)
+    ds.write_features(result, out, checkpoint=seeded_encoder, frames=True)
     return out
 
 
@@ -174,6 +174,19 @@ def test_write_features_layout(features_dir, result):
     np.testing.assert_array_equal(frames, result.frames)
     meta = json.loads((features_dir / "metadata.json").read_text())
     assert meta["sha256"]["audio_frames.npy"] == _sha(features_dir / "audio_frames.npy")
+    assert "mel_windows.npy" not in meta["value_ranges"]
+    assert meta["shapes"]["mel_windows"] == [result.features.shape[0], 80, 16]
+
+
+def test_write_features_without_frames(result, seeded_encoder, reference, tmp_path):
+    """By default the features layout holds what upstream saves (padded features) plus the mel
+    and raw features: no stacked frames, which would be 16x the padded features."""
+    meta = ds.write_features(result, tmp_path / "feat", checkpoint=seeded_encoder)
+    assert sorted(p.name for p in (tmp_path / "feat").iterdir()) == [
+        "audio_features_padded.npy", "audio_features_raw.npy", "mel_spectrogram.npy", "metadata.json"]
+    assert "not written" in meta["dataset"]["frames"]
+    np.testing.assert_array_equal(np.load(tmp_path / "feat" / "audio_features_padded.npy"), result.padded)
+    assert ds.validate(reference, tmp_path / "feat").ok
 
 
 def test_facade_writes_the_same_bytes(result, reference, tmp_path):

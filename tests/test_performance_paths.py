@@ -147,9 +147,10 @@ def test_fast_is_not_exact(all_windows, all_features, seeded_encoder):
 
 
 def test_precisions_table():
-    assert list(PRECISIONS) == ["exact", "fast"]
+    assert list(PRECISIONS) == ["exact", "fast", "onnx"]
     assert PRECISIONS["exact"].max_abs == 1e-5
     assert 0 < PRECISIONS["fast"].max_rel < 0.05
+    assert PRECISIONS["onnx"].max_rel == 5e-6
     with pytest.raises(sa.ConfigError, match="precision"):
         sa.pipeline(np.zeros(8000, np.float32), checkpoint=sa.seeded_state_dict(), precision="int4")
 

@@ -1,0 +1,125 @@
+"""Run an encoder over many mel windows batch by batch (no torch here).
+
+Both encoder backends — PyTorch (:mod:`synctalk_audio.encoder`) and onnxruntime
+(:mod:`synctalk_audio.runtime`) — cut windows per batch, run them, check the rows and store
+them through :func:`encode_in_batches`; they differ only in the ``run`` callable.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import FEATURE_DIM
+from .errors import ConfigError, ShapeError
+
+__all__ = ["encode_in_batches", "check_positive_int"]
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> "int | None":
+    """``value`` as an int if it is a positive integer (or None when allowed), else ConfigError."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _output(n: int, out: "np.ndarray | None", rows: "np.ndarray | None") -> tuple[np.ndarray, "np.ndarray | None"]:
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.intp)
+        if rows.shape != (n,) or out is None:
+            raise ShapeError(f"rows must have shape ({n},) and come with out, got {rows.shape}")
+    m = n if rows is None else out.shape[0]
+    if out is None:
+        return np.empty((n, FEATURE_DIM), dtype=np.float32), rows
+    if out.ndim != 2 or out.shape[1] != FEATURE_DIM or out.shape[0] != m or out.dtype != np.float32:
+        raise ShapeError(f"out must be float32 ({m}, {FEATURE_DIM}), got {out.dtype} {out.shape}")
+    return out, rows
+
+
+def _run_batches(n_batches: int, work: Callable[[int], int], workers: int,
+                 progress: "Callable[[int], Any] | None") -> None:
+    """Run ``work(b)`` for every batch index, on ``workers`` threads (>1) or inline."""
+    if workers <= 1:
+        for b in range(n_batches):
+            done = work(b)
+            if progress is not None:
+                progress(done)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synctalk-encoder")
+    try:
+        pending: deque = deque()
+        for b in range(n_batches):
+            pending.append(pool.submit(work, b))
+            while len(pending) > 4 * workers or (pending and pending[0].done()):
+                done = pending.popleft().result()
+                if progress is not None:
+                    progress(done)
+        while pending:
+            done = pending.popleft().result()
+            if progress is not None:
+                progress(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def encode_in_batches(
+    n_windows: int,
+    get_windows: Callable[[int, int], Any],
+    run: Callable[[Any], np.ndarray],
+    *,
+    batch_size: int,
+    workers: int = 1,
+    out: "np.ndarray | None" = None,
+    rows: "np.ndarray | None" = None,
+    progress: "Callable[[int], Any] | None" = None,
+) -> np.ndarray:
+    """``run(get_windows(lo, hi))`` for consecutive batches of ``batch_size`` windows.
+
+    Parameters
+    ----------
+    n_windows : int
+    get_windows : callable (lo, hi) → the batch's windows, in whatever form ``run`` takes
+    run : callable windows → float32 ndarray (hi − lo, 512)
+    batch_size : int
+    workers : int
+        Threads running batches concurrently (1: inline, in order).
+    out : float32 ndarray (M, 512), optional
+        Written in place; M = n_windows unless ``rows``.
+    rows : int ndarray (n_windows,), optional
+        Row of ``out`` for each window; other rows are left alone.
+    progress : callable(int), optional
+        Called with the number of windows in each finished batch.
+
+    Returns
+    -------
+    ndarray, float32, shape (M, 512) (``out`` when given)
+
+    Raises
+    ------
+    ShapeError : a bad ``out``/``rows``, or encoder rows that overflowed to NaN/Inf
+    """
+    n = int(n_windows)
+    out, rows = _output(n, out, rows)
+    if n == 0:
+        return out
+
+    def work(b: int) -> int:
+        lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+        y = run(get_windows(lo, hi))
+        if not np.isfinite(y).all():
+            raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised mel windows in [-4, 4]")
+        if rows is None:
+            out[lo:hi] = y
+        else:
+            out[rows[lo:hi]] = y
+        return hi - lo
+
+    n_batches = -(-n // batch_size)
+    _run_batches(n_batches, work, min(workers, n_batches), progress)
+    return out
