@@ -8,11 +8,13 @@ Sections (each prints medians, best runs and ratios; ratio = upstream time / our
 1. warm, 45 s speech clip, in one process: the upstream recipe (``upstream_recipe.py``:
    librosa 0.10.1, ``AudDataset`` through a ``DataLoader`` in batches of 64, the encoder
    forward, one ``get_audio_features(...).reshape(32, 16, 16)`` materialised per frame) and
-   ``synctalk_audio.pipeline`` (exact, fast; then every frame handed out), run alternately on
-   the same clip with the same weights; the outputs are compared.
-2. encoder only, same windows: upstream ``model(batch of 64)`` vs our exact and fast paths:
+   ``synctalk_audio.pipeline`` (exact, fast, and onnx — the same weights exported to ONNX and
+   run by onnxruntime; then every frame handed out), run alternately on the same clip with the
+   same weights; the outputs are compared.
+2. encoder only, same windows: upstream ``model(batch of 64)`` vs our exact, fast and onnx paths:
    windows/s, GFLOP/s and the fraction of the CPU's float32 peak.
-3. cold start: ``synctalk-audio features`` as a fresh process vs ``upstream_recipe.py`` as a
+3. cold start: ``synctalk-audio features`` as a fresh process (``--checkpoint X.pth`` for exact
+   and fast, ``--checkpoint X.onnx`` for onnx: no torch import) vs ``upstream_recipe.py`` as a
    fresh process (wall time and peak RSS of each child).
 4. long audio: a 10-minute file (the clip tiled) end to end in a child process, peak RSS
    (``ru_maxrss``); ``--long`` adds a 1-hour file.
@@ -205,7 +207,24 @@ def load_avg() -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def warm(clip: Path, repeats: int, state_dict: dict, up) -> dict:
+def ours_variants(onnx_path: "Path | None") -> tuple[str, ...]:
+    """Our precisions to measure: exact and fast always, onnx when an exported model is at hand."""
+    return ("exact", "fast") + (("onnx",) if onnx_path is not None else ())
+
+
+def export_onnx_model(state_dict: dict, work: Path) -> "Path | None":
+    """The weights exported to ONNX (what ``--checkpoint X.onnx`` runs), or None without onnx/onnxruntime."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    from synctalk_audio.export import export_onnx
+
+    return export_onnx(state_dict, work / "seeded.onnx").path
+
+
+def warm(clip: Path, repeats: int, state_dict: dict, up, onnx_path: "Path | None") -> dict:
     import torch
 
     import synctalk_audio as sa
@@ -213,6 +232,12 @@ def warm(clip: Path, repeats: int, state_dict: dict, up) -> dict:
 
     upstream_model = up.load_model(state_dict)
     encoder = load_encoder(state_dict, device="cpu")
+    checkpoints = {"exact": encoder, "fast": encoder}
+    if onnx_path is not None:
+        from synctalk_audio.runtime import load_onnx_encoder
+
+        checkpoints["onnx"] = load_onnx_encoder(onnx_path, device="cpu")
+    ours = ours_variants(onnx_path)
 
     def run_upstream():
         feats = up.features(str(clip), upstream_model)
@@ -221,33 +246,33 @@ def warm(clip: Path, repeats: int, state_dict: dict, up) -> dict:
 
     def run_ours(precision):
         def go():
-            res = sa.pipeline(clip, checkpoint=encoder, device="cpu", precision=precision)
+            res = sa.pipeline(clip, checkpoint=checkpoints[precision], device="cpu", precision=precision)
             total = 0.0
             for i in range(res.frames.shape[0]):  # hand out every frame, as upstream's loop does
                 total += float(res.frames[i][0, 0, 0])
             return res
         return go
 
-    variants = {"upstream": run_upstream, "exact": run_ours("exact"), "fast": run_ours("fast")}
+    variants = {"upstream": run_upstream, **{p: run_ours(p) for p in ours}}
     outputs = {name: fn() for name, fn in variants.items()}  # warm-up: librosa/numba, oneDNN kernels
     times = time_alternately(variants, repeats)
     ref = outputs["upstream"]
     scale = float(np.abs(ref).max())
-    err = {p: float(np.abs(outputs[p].padded - ref).max()) for p in ("exact", "fast")}
+    err = {p: float(np.abs(outputs[p].padded - ref).max()) for p in ours}
     res = {name: stats(t) for name, t in times.items()}
-    for p in ("exact", "fast"):
+    for p in ours:
         res[p]["max_abs_vs_upstream"] = err[p]
         res[p]["max_rel_vs_upstream"] = err[p] / scale
         res[p]["ratio_median"] = res["upstream"]["median"] / res[p]["median"]
         res[p]["ratio_best"] = res["upstream"]["best"] / res[p]["best"]
     res["n_frames"] = int(ref.shape[0])
     res["torch_threads"] = torch.get_num_threads()
-    res["compute"] = {p: sa.pipeline(clip, checkpoint=encoder, device="cpu", precision=p).metadata["encoder_compute"]
-                      for p in ("exact", "fast")}
+    res["compute"] = {p: outputs[p].metadata["encoder_compute"] for p in ours}
     return res
 
 
-def encoder_only(clip: Path, repeats: int, state_dict: dict, up, peak_gflops: float) -> dict:
+def encoder_only(clip: Path, repeats: int, state_dict: dict, up, peak_gflops: float,
+                 onnx_path: "Path | None") -> dict:
     import torch
 
     import synctalk_audio as sa
@@ -268,6 +293,11 @@ def encoder_only(clip: Path, repeats: int, state_dict: dict, up, peak_gflops: fl
         return lambda: encode_windows(n, lambda lo, hi: windows[lo:hi], prepared[p])
 
     variants = {"upstream": run_upstream, "exact": run_ours("exact"), "fast": run_ours("fast")}
+    if onnx_path is not None:
+        from synctalk_audio.runtime import encode_windows_onnx, load_onnx_encoder
+
+        onnx_encoder = load_onnx_encoder(onnx_path, device="cpu")
+        variants["onnx"] = lambda: encode_windows_onnx(n, lambda lo, hi: windows[lo:hi], onnx_encoder)
     for fn in variants.values():
         fn()
     times = time_alternately(variants, repeats)
@@ -292,16 +322,17 @@ def cli_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "synctalk_audio"]
 
 
-def cold(clip: Path, repeats: int, ckpt: Path, env: dict[str, str], work: Path) -> dict:
+def cold(clip: Path, repeats: int, ckpt: Path, env: dict[str, str], work: Path, onnx_path: "Path | None") -> dict:
     def upstream(i):
         return [sys.executable, str(HERE / "upstream_recipe.py"), str(clip), "--checkpoint", str(ckpt),
                 "-o", str(work / f"up_{i}.npy")]
 
     def ours(precision):
-        return lambda i: [*cli_command(), "features", str(clip), "--checkpoint", str(ckpt), "-o",
+        weights = onnx_path if precision == "onnx" else ckpt
+        return lambda i: [*cli_command(), "features", str(clip), "--checkpoint", str(weights), "-o",
                           str(work / f"ours_{precision}_{i}"), "--device", "cpu", "--precision", precision, "-q"]
 
-    variants = {"upstream": upstream, "exact": ours("exact"), "fast": ours("fast")}
+    variants = {"upstream": upstream, **{p: ours(p) for p in ours_variants(onnx_path)}}
     for name, make in variants.items():  # warm the page cache and librosa's numba cache
         run_child(make(f"warmup_{name}"), env, ROOT)
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -318,8 +349,10 @@ def cold(clip: Path, repeats: int, ckpt: Path, env: dict[str, str], work: Path) 
             res[name]["ratio_median"] = statistics.median(times["upstream"]) / res[name]["median"]
             res[name]["ratio_best"] = min(times["upstream"]) / res[name]["best"]
     up_out = np.load(work / "up_0.npy")
-    ours_out = np.load(work / "ours_exact_0" / "audio_features_padded.npy")
-    res["exact"]["max_abs_vs_upstream"] = float(np.abs(ours_out - up_out).max())
+    for p in ours_variants(onnx_path):
+        ours_out = np.load(work / f"ours_{p}_0" / "audio_features_padded.npy")
+        res[p]["max_abs_vs_upstream"] = float(np.abs(ours_out - up_out).max())
+        res[p]["max_rel_vs_upstream"] = res[p]["max_abs_vs_upstream"] / float(np.abs(up_out).max())
     res["command"] = " ".join([Path(cli_command()[0]).name, *cli_command()[1:], "features", "CLIP", "--checkpoint",
                                "CKPT", "-o", "OUT", "--device", "cpu"])
     return res
@@ -347,11 +380,13 @@ print(json.dumps({"wall_s": time.perf_counter() - t0, "n_frames": int(feats.shap
 """
 
 
-def long_audio(minutes: float, ckpt: Path, env: dict[str, str], work: Path, with_upstream: bool) -> dict:
+def long_audio(minutes: float, ckpt: Path, env: dict[str, str], work: Path, with_upstream: bool,
+               onnx_path: "Path | None") -> dict:
     path = tile_clip(CLIP, minutes * 60.0, work / f"speech_{minutes:g}min.flac")
     res = {"minutes": minutes, "file_mb": path.stat().st_size / 2**20}
-    for precision in ("exact", "fast"):
-        wall, mb, out = run_child([sys.executable, "-c", _LONG_CHILD, str(path), str(ckpt), precision], env, ROOT)
+    for precision in ours_variants(onnx_path):
+        weights = onnx_path if precision == "onnx" else ckpt
+        wall, mb, out = run_child([sys.executable, "-c", _LONG_CHILD, str(path), str(weights), precision], env, ROOT)
         res[precision] = {**json.loads(out.strip().splitlines()[-1]), "process_wall_s": wall, "maxrss_mb": mb}
     if with_upstream:
         wall, mb, out = run_child([sys.executable, "-c", _LONG_UPSTREAM_CHILD, str(path), str(ckpt), str(HERE)],
@@ -439,46 +474,52 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="synctalk-bench-"))
     ckpt = work / "seeded.pth"
     torch.save(state_dict, ckpt)
+    onnx_path = export_onnx_model(state_dict, work)
+    ours = ours_variants(onnx_path)
+    if onnx_path is None:
+        print("(onnx/onnxruntime not installed: the 'onnx' rows, --checkpoint X.onnx without torch, are skipped)\n")
     try:
         if "warm" not in skip:
-            w = warm(CLIP, args.repeats, state_dict, up)
+            w = warm(CLIP, args.repeats, state_dict, up, onnx_path)
             results["warm"] = w
             print(f"[1] warm end to end, {CLIP.name} (45 s, {w['n_frames']} frames), {args.repeats} alternating runs")
             print(f"    {'':10s} {'median':>9s} {'best':>9s} {'x median':>9s} {'x best':>8s}  max|diff| vs upstream")
             print(f"    {'upstream':10s} {fmt_s(w['upstream']['median'])} {fmt_s(w['upstream']['best'])}")
-            for p in ("exact", "fast"):
+            for p in ours:
                 r = w[p]
                 print(f"    {p:10s} {fmt_s(r['median'])} {fmt_s(r['best'])} {r['ratio_median']:8.2f}x "
-                      f"{r['ratio_best']:7.2f}x  {r['max_abs_vs_upstream']:.3g} ({r['max_rel_vs_upstream']:.2%} of max)")
-            print(f"    exact: {w['compute']['exact']}\n    fast:  {w['compute']['fast']}")
+                      f"{r['ratio_best']:7.2f}x  {r['max_abs_vs_upstream']:.3g} ({r['max_rel_vs_upstream']:.2g} of max)")
+            for p in ours:
+                print(f"    {p + ':':6s} {w['compute'][p]}")
             print(f"    exact {verdict(w['exact']['ratio_best'], TARGETS['warm_exact'])} (best-run ratio); "
                   f"fast {verdict(w['fast']['ratio_best'], TARGETS['warm_fast'])}\n")
         if "encoder" not in skip:
-            e = encoder_only(CLIP, args.repeats, state_dict, up, m["peak_gflops"])
+            e = encoder_only(CLIP, args.repeats, state_dict, up, m["peak_gflops"], onnx_path)
             results["encoder"] = e
             print(f"[2] encoder only, {e['n_windows']} windows x {e['gflop_per_window']:.4f} GFLOP "
                   f"(exact count of the 13 convs) = {e['gflop_total']:.1f} GFLOP")
             print(f"    {'':10s} {'median':>9s} {'best':>9s} {'windows/s':>10s} {'GFLOP/s':>8s} {'of peak':>8s} "
                   f"{'x best':>7s}")
-            for name in ("upstream", "exact", "fast"):
+            for name in ("upstream", *ours):
                 r = e[name]
                 ratio = f"{r['ratio_best']:6.2f}x" if "ratio_best" in r else ""
                 print(f"    {name:10s} {fmt_s(r['median'])} {fmt_s(r['best'])} {r['windows_per_s']:10.0f} "
                       f"{r['gflops_best']:8.1f} {r['peak_fraction_best']:8.1%} {ratio:>7s}")
             print("    (fast runs bfloat16; its 'of peak' is against the float32 peak)\n")
         if "cold" not in skip:
-            c = cold(CLIP, args.cold_repeats, ckpt, env, work)
+            c = cold(CLIP, args.cold_repeats, ckpt, env, work, onnx_path)
             results["cold"] = c
             print(f"[3] cold start, fresh processes, {args.cold_repeats} alternating runs each: "
                   f"`{c['command']}` vs `python benchmarks/upstream_recipe.py CLIP --checkpoint CKPT -o OUT.npy`")
             print(f"    {'':10s} {'median':>9s} {'best':>9s} {'x median':>9s} {'x best':>8s} {'peak RSS':>9s}")
-            for name in ("upstream", "exact", "fast"):
+            for name in ("upstream", *ours):
                 r = c[name]
                 ratios = f"{r['ratio_median']:8.2f}x {r['ratio_best']:7.2f}x" if name != "upstream" else " " * 17
                 print(f"    {name:10s} {fmt_s(r['median'])} {fmt_s(r['best'])} {ratios} {r['peak_rss_mb']:6.0f} MB")
-            print(f"    exact output vs upstream script: max|diff| = {c['exact']['max_abs_vs_upstream']:.3g}; "
-                  f"exact {verdict(c['exact']['ratio_best'], TARGETS['cold'])}, "
-                  f"fast {verdict(c['fast']['ratio_best'], TARGETS['cold'])}\n")
+            print("    output vs upstream script: " + ", ".join(
+                f"{p} max|diff| {c[p]['max_abs_vs_upstream']:.3g} ({c[p]['max_rel_vs_upstream']:.2g} of max)"
+                for p in ours))
+            print("    " + ", ".join(f"{p} {verdict(c[p]['ratio_best'], TARGETS['cold'])}" for p in ours) + "\n")
         if "long" not in skip:
             lengths = [10.0] + ([60.0] if args.long else [])
             results["long"] = []
@@ -486,11 +527,11 @@ def main(argv: list[str] | None = None) -> int:
                 # upstream's AudDataset copies the whole mel for every window: quadratic in the
                 # length (10 min already takes ~90 s here, 1 hour would take ~50 min), so the
                 # 1-hour run is ours only.
-                r = long_audio(minutes, ckpt, env, work, with_upstream=minutes <= 10)
+                r = long_audio(minutes, ckpt, env, work, with_upstream=minutes <= 10, onnx_path=onnx_path)
                 results["long"].append(r)
                 print(f"[4] long audio: {minutes:g} min ({r['file_mb']:.1f} MB FLAC) end to end in a child process"
                       f"{'' if 'upstream' in r else ' (upstream skipped: quadratic in length)'}")
-                for name in ("upstream", "exact", "fast"):
+                for name in ("upstream", *ours):
                     if name in r:
                         q = r[name]
                         print(f"    {name:10s} {q['wall_s']:8.1f} s  ({q['n_frames']} frames)  peak RSS "

@@ -1,4 +1,4 @@
-"""Streaming benchmark: CPU time per 40 ms video frame, exact mode, 20 ms chunks.
+"""Streaming benchmark: CPU time per 40 ms video frame, exact (or onnx) encoder, 20 ms chunks.
 
 Streams benchmarks/data/speech_45s.flac through :class:`synctalk_audio.StreamingPipeline` in
 chunks of ``--chunk-ms`` and reports the process CPU time (all threads) per output video frame,
@@ -7,6 +7,7 @@ that the streamed frames equal the offline ``pipeline`` frames (``--no-check`` t
 
     .venv/bin/python benchmarks/bench_stream.py                 # 45 s clip, 20 ms chunks
     .venv/bin/python benchmarks/bench_stream.py --threads none  # leave torch's thread count
+    .venv/bin/python benchmarks/bench_stream.py --checkpoint exported/encoder.onnx   # onnxruntime
 
 Target: <= 5 ms CPU per 40 ms frame on 2 cores. The machine (CPU model, cores, load average)
 is printed with the result: other processes on the same cores inflate the figures.
@@ -44,7 +45,8 @@ def cpu_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--audio", default=str(DEFAULT_AUDIO), help="audio file (default: the 45 s speech clip)")
-    parser.add_argument("--checkpoint", default="seeded", help="encoder checkpoint, or 'seeded' (default)")
+    parser.add_argument("--checkpoint", default="seeded",
+                        help="encoder checkpoint (.pth, or an exported .onnx: onnxruntime), or 'seeded' (default)")
     parser.add_argument("--chunk-ms", type=float, default=20.0, help="push size in ms (default 20)")
     parser.add_argument("--threads", default="1",
                         help="StreamingPipeline(threads=…): torch threads per encoder call, or 'none' (default 1)")
@@ -54,15 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
-    import torch
-
     import synctalk_audio as sa
-    from synctalk_audio.encoder import load_encoder, seeded_state_dict
+    from synctalk_audio.runtime import is_onnx_model, load_onnx_encoder
     from synctalk_audio.stream import run_stream
 
     threads = None if args.threads.lower() == "none" else int(args.threads)
-    weights = seeded_state_dict(0) if args.checkpoint == "seeded" else args.checkpoint
-    encoder = load_encoder(weights, device="cpu")
+    if is_onnx_model(args.checkpoint):  # onnxruntime, torch never imported
+        encoder = load_onnx_encoder(args.checkpoint, device="cpu", threads=threads)
+    else:
+        from synctalk_audio.encoder import load_encoder, seeded_state_dict
+
+        weights = seeded_state_dict(0) if args.checkpoint == "seeded" else args.checkpoint
+        encoder = load_encoder(weights, device="cpu")
     wav = sa.load_audio(args.audio)
     if args.seconds is not None:
         wav = wav[: int(args.seconds * 16000)]
@@ -84,11 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = {
         "cpu_model": cpu_model(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads_process": torch.get_num_threads(),
+        "torch_threads_process": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
+        "encoder": stream.precision,
         "stream_threads": threads,
         "load_average_before": load_before[0],
         "load_average_after": load_after[0],
-        "torch": torch.__version__,
+        "torch": sys.modules["torch"].__version__ if "torch" in sys.modules else "not imported",
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

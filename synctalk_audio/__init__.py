@@ -3,7 +3,8 @@
 audio → load_audio → melspectrogram (preemphasis, stft, mel_basis, amp_to_db, normalize)
 → window → encode_batch → pad_context → context_windows → reshape_for_mode.
 
-Importing the package does not import torch; the encoder names load it on first use.
+Importing the package does not import torch; the encoder names load it on first use, and an
+exported ``.onnx`` encoder (``load_onnx_encoder``) runs in onnxruntime without it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _LAZY = {
     "fold_batchnorm": "encoder",
     "prepare_encoder": "encoder",
     "encode_windows": "encoder",
+    "load_onnx_encoder": "runtime",
+    "OnnxEncoder": "runtime",
     "export_onnx": "export",
     "export_torchscript": "export",
     "export_coreml": "export",

@@ -146,11 +146,12 @@ def fold_batchnorm(encoder: AudioEncoder) -> nn.Module:
     for block in encoder.audio_encoder:
         conv, bn = block.conv_block[0], block.conv_block[1]
         scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+        with torch.device("meta"):  # no random initialisation: both parameters are assigned below
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
         with torch.no_grad():
-            fused.weight.copy_((conv.weight.double() * scale[:, None, None, None]).to(conv.weight.dtype))
-            fused.bias.copy_(((conv.bias.double() - bn.running_mean.double()) * scale + bn.bias.double())
-                             .to(conv.bias.dtype))
+            fused.weight = nn.Parameter((conv.weight.double() * scale[:, None, None, None]).to(conv.weight.dtype))
+            fused.bias = nn.Parameter(((conv.bias.double() - bn.running_mean.double()) * scale + bn.bias.double())
+                                      .to(conv.bias.dtype))
         blocks.append(_FoldedBlock(fused, block.residual))
     folded = _FoldedEncoder(blocks).to(next(encoder.parameters()).device).eval()
     for p in folded.parameters():
