@@ -347,6 +347,10 @@ def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device
     return dev
 
 
+def _numpy(windows: "np.ndarray | torch.Tensor") -> np.ndarray:
+    return windows.detach().cpu().numpy() if isinstance(windows, torch.Tensor) else windows
+
+
 def _as_input(windows: Any) -> torch.Tensor:
     t = windows if isinstance(windows, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(windows))
     if t.ndim == 3:
@@ -699,7 +703,7 @@ def encode_windows(
     ----------
     n_windows : int
     get_windows : callable (lo, hi) → float32 (hi − lo, 80, 16) or (hi − lo, 1, 80, 16)
-    encoder : AudioEncoder or PreparedEncoder
+    encoder : AudioEncoder, PreparedEncoder or OnnxEncoder (then onnxruntime runs the batches)
     batch_size : int, optional
         Windows per forward pass; default the prepared encoder's (32 per CPU thread,
         1024/2048 on CUDA). The features do not depend on it (exact: bit for bit).
@@ -722,6 +726,15 @@ def encode_windows(
     ------
     ConfigError, ShapeError (encoder output overflowed to NaN/Inf)
     """
+    from .runtime import OnnxEncoder, encode_windows_onnx
+
+    if isinstance(encoder, OnnxEncoder):
+        if precision not in (None, "onnx"):
+            raise ConfigError(f"precision {precision!r} needs the PyTorch encoder; an OnnxEncoder runs 'onnx'")
+        check_positive_int("threads", threads)
+        return encode_windows_onnx(
+            n_windows, lambda lo, hi: _numpy(get_windows(lo, hi)), encoder, batch_size=batch_size, out=out,
+            rows=rows, progress=progress)
     if isinstance(encoder, PreparedEncoder):
         prepared = encoder if precision is None else prepare_encoder(encoder, precision=precision,
                                                                      device=encoder.device if device == "auto" else device)
@@ -767,7 +780,8 @@ def encode_batch(
     Parameters
     ----------
     windows : ndarray or Tensor, float32, shape (N, 80, 16) or (N, 1, 80, 16)
-    encoder : AudioEncoder, or a :func:`prepare_encoder` result (any other module, e.g. the
+    encoder : AudioEncoder, an OnnxEncoder (:func:`load_onnx_encoder`), or a
+        :func:`prepare_encoder` result (any other module, e.g. the
         :func:`fold_batchnorm` form, runs as is)
     batch_size : int, optional
         Windows per forward pass (default: the device's best). Exact results are bit-identical

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class OnnxEncoder:
     _session: Any = field(repr=False)
     _input: str = field(repr=False)
     _output: str = field(repr=False)
-    precision: str = "onnx"
+    precision: ClassVar[str] = "onnx"
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """float32 (B, 1, 80, 16) or (B, 80, 16) → float32 (B, 512)."""

@@ -230,3 +230,18 @@ def test_cli_errors_are_one_line(onnx_model, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "needs the PyTorch checkpoint" in err[0] and "is an ONNX model" in err[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_encode_batch_takes_an_onnx_encoder(onnx_encoder):
+    """The stage function accepts the ONNX encoder too (numpy or torch windows)."""
+    import torch
+
+    windows = sa.window(sa.melspectrogram(sa.load_audio(golden_input(CLIP))))
+    want = encode_windows_onnx(len(windows), lambda lo, hi: windows[lo:hi], onnx_encoder)
+    np.testing.assert_array_equal(sa.encode_batch(windows, onnx_encoder, batch_size=5), want)
+    np.testing.assert_array_equal(sa.encode_batch(torch.from_numpy(windows)[:, None], onnx_encoder), want)
+    np.testing.assert_array_equal(onnx_encoder(windows), want)
+    with pytest.raises(sa.ConfigError, match="needs the PyTorch encoder"):
+        sa.encode_batch(windows, onnx_encoder, precision="exact")
+    with pytest.raises(sa.ShapeError, match="overflowed"):
+        sa.encode_batch(np.full((2, 80, 16), 3e38, np.float32), onnx_encoder)
