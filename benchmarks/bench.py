@@ -16,6 +16,8 @@ Sections (each prints medians, best runs and ratios; ratio = upstream time / our
 3. cold start: ``synctalk-audio features`` as a fresh process (``--checkpoint X.pth`` for exact
    and fast, ``--checkpoint X.onnx`` for onnx: no torch import) vs ``upstream_recipe.py`` as a
    fresh process (wall time and peak RSS of each child).
+3b. many clips: 12 clips of 3 s, a fresh process per clip (upstream's script; our CLI) vs our
+   CLI given all of them at once (``features A B C … -o OUT``: one process, encoder loaded once).
 4. long audio: a 10-minute file (the clip tiled) end to end in a child process, peak RSS
    (``ru_maxrss``); ``--long`` adds a 1-hour file.
 
@@ -358,6 +360,43 @@ def cold(clip: Path, repeats: int, ckpt: Path, env: dict[str, str], work: Path, 
     return res
 
 
+def many_clips(n_clips: int, seconds: float, ckpt: Path, env: dict[str, str], work: Path,
+               onnx_path: "Path | None") -> dict:
+    """A folder of short clips: one fresh process per clip (upstream's script, our CLI) vs our CLI
+    given every clip at once (one process, the encoder loaded once)."""
+    import soundfile as sf
+
+    from synctalk_audio import load_audio
+
+    wav = load_audio(CLIP)
+    step = int(seconds * 16000)
+    folder = work / "clips"
+    folder.mkdir()
+    clips = []
+    for i in range(n_clips):
+        path = folder / f"clip_{i:02d}.wav"
+        sf.write(str(path), wav[i * step:(i + 1) * step], 16000, subtype="FLOAT")
+        clips.append(path)
+    res: dict = {"n_clips": n_clips, "seconds_each": seconds}
+
+    def total(make) -> float:
+        return sum(run_child(make(i, c), env, ROOT)[0] for i, c in enumerate(clips))
+
+    res["upstream_per_clip"] = total(lambda i, c: [sys.executable, str(HERE / "upstream_recipe.py"), str(c),
+                                                   "--checkpoint", str(ckpt), "-o", str(work / f"many_up_{i}.npy")])
+    res["exact_per_clip"] = total(lambda i, c: [*cli_command(), "features", str(c), "--checkpoint", str(ckpt),
+                                                "-o", str(work / f"many_ours_{i}"), "--device", "cpu", "-q"])
+    for p in ours_variants(onnx_path):
+        weights = onnx_path if p == "onnx" else ckpt
+        cmd = [*cli_command(), "features", *map(str, clips), "--checkpoint", str(weights), "-o",
+               str(work / f"many_{p}"), "--device", "cpu", "--precision", p, "-q"]
+        res[f"{p}_one_process"] = run_child(cmd, env, ROOT)[0]
+    up = res["upstream_per_clip"]
+    res["ratios"] = {k: up / v for k, v in res.items() if isinstance(v, float) and k != "upstream_per_clip"
+                     and k != "seconds_each"}
+    return res
+
+
 _LONG_CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
@@ -449,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
     parser.add_argument("--cold-repeats", type=int, default=3, help="fresh processes per variant (default 3)")
     parser.add_argument("--long", action="store_true", help="also run a 1-hour file end to end")
-    parser.add_argument("--skip", default="", help="comma list of sections to skip: warm,encoder,cold,long")
+    parser.add_argument("--skip", default="", help="comma list of sections to skip: warm,encoder,cold,many,long")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -520,6 +559,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{p} max|diff| {c[p]['max_abs_vs_upstream']:.3g} ({c[p]['max_rel_vs_upstream']:.2g} of max)"
                 for p in ours))
             print("    " + ", ".join(f"{p} {verdict(c[p]['ratio_best'], TARGETS['cold'])}" for p in ours) + "\n")
+        if "many" not in skip:
+            mc = many_clips(12, 3.0, ckpt, env, work, onnx_path)
+            results["many"] = mc
+            print(f"[3b] a folder of {mc['n_clips']} clips of {mc['seconds_each']:g} s: one fresh process per clip vs "
+                  "`synctalk-audio features CLIP1 CLIP2 … -o OUT` (one process, encoder loaded once)")
+            print(f"    {'upstream script, a process per clip':44s} {mc['upstream_per_clip']:7.2f} s")
+            print(f"    {'synctalk-audio exact, a process per clip':44s} {mc['exact_per_clip']:7.2f} s "
+                  f"{mc['ratios']['exact_per_clip']:6.1f}x")
+            for p in ours:
+                key = f"{p}_one_process"
+                print(f"    {'synctalk-audio ' + p + ', all clips in one process':44s} {mc[key]:7.2f} s "
+                      f"{mc['ratios'][key]:6.1f}x")
+            print()
         if "long" not in skip:
             lengths = [10.0] + ([60.0] if args.long else [])
             results["long"] = []

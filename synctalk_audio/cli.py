@@ -233,8 +233,13 @@ def _write_command(args: argparse.Namespace, kind: str) -> int:
 # --------------------------------------------------------------------------- features / reference
 
 
-def _add_audio_out(parser: argparse.ArgumentParser, out_help: str) -> None:
-    parser.add_argument("audio", metavar="AUDIO", help="audio file (wav/flac/ogg/mp3, any rate/channels)")
+def _add_audio_out(parser: argparse.ArgumentParser, out_help: str, *, many: bool = False) -> None:
+    if many:
+        parser.add_argument("audio", metavar="AUDIO", nargs="+",
+                            help="audio file(s) (wav/flac/ogg/mp3, any rate/channels); several run in one process, "
+                                 "the encoder loaded once")
+    else:
+        parser.add_argument("audio", metavar="AUDIO", help="audio file (wav/flac/ogg/mp3, any rate/channels)")
     _add_checkpoint(parser, required=True)
     parser.add_argument("--output", "-o", required=True, metavar="OUT", help=out_help)
     parser.add_argument("--force", action="store_true",
@@ -242,14 +247,79 @@ def _add_audio_out(parser: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def _add_features(parser: argparse.ArgumentParser) -> None:
-    _add_audio_out(parser, "output directory (created atomically; must not exist or be empty unless --force)")
+    _add_audio_out(parser, "output directory (created atomically; must not exist or be empty unless --force); "
+                           "with several AUDIO files, the folder that gets one such directory per file, named "
+                           "after the file (talk.wav → OUT/talk/)", many=True)
     parser.add_argument("--frames", action="store_true",
                         help="also write audio_frames.npy, every frame stacked (N+2, 32, 16, 16): 16x the padded "
                              "features, which hold the same numbers (2.9 GB per hour of audio)")
 
 
 def _run_features(args: argparse.Namespace) -> int:
-    return _write_command(args, "features")
+    if len(args.audio) == 1:
+        args.audio = args.audio[0]
+        return _write_command(args, "features")
+    return _write_many(args)
+
+
+def _plan_many(inputs: Sequence[str], output: str, *, overwrite: bool) -> list[tuple[str, Path]]:
+    """(audio, output directory) per input, all checked before any work: OUT/<file stem>/."""
+    from .dataset import check_output_dir
+    from .errors import ConfigError, OutputError
+
+    root = Path(output).expanduser()
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"output {root} is a file; with several AUDIO files -o names a folder "
+                          "(one sub-folder per file)")
+    if not root.exists() and not root.parent.is_dir():
+        raise OutputError(f"output folder {root.parent} does not exist (for {root})")
+    plan: dict[str, tuple[str, Path]] = {}
+    for audio in inputs:
+        name = Path(audio).stem or Path(audio).name
+        if name in plan:
+            raise ConfigError(f"inputs {plan[name][0]} and {audio} would both write {root / name}; "
+                              "rename one or run them separately")
+        if root.is_dir():
+            check_output_dir(root / name, overwrite=overwrite)
+        plan[name] = (audio, root / name)
+    return list(plan.values())
+
+
+def _write_many(args: argparse.Namespace) -> int:
+    """``features A B C -o OUT``: one process, the encoder loaded once, OUT/<stem>/ per file.
+
+    Files are written one by one, each atomically; the first failure stops the run with one
+    error line naming the file (the directories already written stay complete).
+    """
+    from .dataset import write_features
+
+    plan = _plan_many(args.audio, args.output, overwrite=args.force)  # fail before the long work
+    from .pipeline import _prepare
+
+    encoder, weights = load_weights(args.checkpoint, args.device)
+    encoder = _prepare(encoder, precision=args.precision, device=args.device)  # once, not per file
+    Path(args.output).expanduser().mkdir(exist_ok=True)
+    summaries = []
+    for done, (audio, out) in enumerate(plan):
+        try:
+            result = _run_pipeline(args, audio, encoder)
+            meta = write_features(result, out, weights=weights, overwrite=args.force, frames=args.frames)
+        except SyncTalkAudioError as exc:
+            text = _one_line(exc)
+            where = "" if audio in text else f"{audio}: "
+            raise type(exc)(f"{where}{text} ({done} of {len(plan)} inputs written to {args.output} before it)") \
+                from None
+        summaries.append(_summary(out, meta))
+        _say(args, f"{audio} ({meta['duration_s']:.2f} s) → {out}/: {meta['n_windows']} windows, "
+                   f"{meta['n_frames']} frames (N+2)")
+    _warn_untrained(args, weights)
+    if args.json:
+        _emit_json(summaries)
+        return 0
+    _say(args, f"{len(plan)} files, mode {summaries[0]['mode']}, {summaries[0]['fps']} fps, context "
+               f"{summaries[0]['context']}, precision {summaries[0]['precision']}")
+    _say(args, _weights_line(weights))
+    return 0
 
 
 def _add_reference(parser: argparse.ArgumentParser) -> None:
@@ -561,7 +631,8 @@ def _run_stream(args: argparse.Namespace) -> int:
 
 COMMANDS: tuple[Command, ...] = (
     Command("features", "audio → mel, features and padded features (.npy; frames with --frames) + metadata.json",
-            "synctalk-audio features talk.wav --checkpoint audio_visual_encoder.pth -o talk_features/",
+            "synctalk-audio features talk.wav --checkpoint audio_visual_encoder.pth -o talk_features/\n"
+            "  synctalk-audio features clips/*.wav --checkpoint encoder.onnx -o features/   # features/<name>/ each",
             _add_features, _run_features, pipeline_options=True),
     Command("reference", "write the full reference dataset for ports (per-frame files, validation instructions)",
             "synctalk-audio reference talk.wav --checkpoint audio_visual_encoder.pth -o reference/",

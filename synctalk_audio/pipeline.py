@@ -372,6 +372,8 @@ def pipeline(
         source = "<array>"
     encoder = _prepare(checkpoint, precision=precision, device=device, threads=threads)
     mel = melspectrogram(wav, config)
+    n_samples = int(wav.shape[0])
+    del wav  # a decoded file is not needed past the mel (1 hour: 230 MB freed before encoding)
     n = len(window_starts(mel.shape[1], fps))
     # One buffer holds zeros | padded (N + 2 rows, features in the middle) | zeros: features,
     # padded and every frame are views of it (a 1-hour clip: 184 MB once, no per-frame copies).
@@ -385,8 +387,8 @@ def pipeline(
         "version": __version__,
         "source": source,
         "sample_rate": config.sample_rate,
-        "n_samples": int(wav.shape[0]),
-        "duration_s": wav.shape[0] / config.sample_rate,
+        "n_samples": n_samples,
+        "duration_s": n_samples / config.sample_rate,
         "mel_config": asdict(config),
         "mode": mode,
         "fps": fps,

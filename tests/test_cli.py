@@ -72,6 +72,48 @@ def test_features_command_and_validate(reference_dir, tmp_path):
 
 
 
+def test_features_many_inputs_one_process(tmp_path):
+    """Several inputs: OUT/<stem>/ each, byte-equal to one run per file; JSON is a list."""
+    inputs = [CLIP, SHORT, str(golden_input("speech_22k_mono"))]
+    proc = run("features", *inputs, "-c", "seeded", "-o", "many", "--device", "cpu", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summaries = json.loads(proc.stdout)
+    names = [Path(a).stem for a in inputs]
+    assert [Path(s["output"]).name for s in summaries] == names
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(names)
+    assert proc.stderr.count("UNTRAINED") == 1
+    single = run("features", SHORT, "-c", "seeded", "-o", "one", "--device", "cpu", "-q", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    for f in ("mel_spectrogram.npy", "audio_features_raw.npy", "audio_features_padded.npy"):
+        assert (tmp_path / "many" / names[1] / f).read_bytes() == (tmp_path / "one" / f).read_bytes()
+
+
+def test_features_many_inputs_errors(tmp_path, capsys):
+    out = str(tmp_path / "many")
+    dup = tmp_path / "sub"
+    dup.mkdir()
+    shutil.copy(CLIP, dup / Path(CLIP).name)
+    # the same stem twice: refused before any work, nothing created
+    assert cli.main(["features", CLIP, str(dup / Path(CLIP).name), "-c", "seeded", "-o", out, "-q"]) == 2
+    assert "would both write" in capsys.readouterr().err and not Path(out).exists()
+    # -o is a file
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["features", CLIP, SHORT, "-c", "seeded", "-o", str(tmp_path / "file"), "-q"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    # a bad file in the middle: stops with one line naming it; the earlier output is complete
+    too_short = str(golden_input("too_short_0p15s_16k"))
+    assert cli.main(["features", CLIP, too_short, SHORT, "-c", "seeded", "-o", out, "-q", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and too_short in err[0] and "audio too short" in err[0] and "1 of 3 inputs" in err[0]
+    assert sorted(p.name for p in Path(out).iterdir()) == [Path(CLIP).stem]  # no temp siblings, no partial dir
+    assert (Path(out) / Path(CLIP).stem / "metadata.json").is_file()
+    # existing outputs: refused up front without --force, replaced with it
+    assert cli.main(["features", CLIP, SHORT, "-c", "seeded", "-o", out, "-q", "--device", "cpu"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert cli.main(["features", CLIP, SHORT, "-c", "seeded", "-o", out, "-q", "--device", "cpu", "--force"]) == 0
+    assert sorted(p.name for p in Path(out).iterdir()) == sorted([Path(CLIP).stem, Path(SHORT).stem])
+
+
 def test_force_replaces_in_process(tmp_path, capsys):
     out = str(tmp_path / "feat")
     assert cli.main(["features", SHORT, "-c", "seeded", "-o", out, "-q", "--device", "cpu"]) == 0
