@@ -292,10 +292,9 @@ def _write_many(args: argparse.Namespace) -> int:
     error line naming the file (the directories already written stay complete).
     """
     from .dataset import write_features
-
-    plan = _plan_many(args.audio, args.output, overwrite=args.force)  # fail before the long work
     from .pipeline import _prepare
 
+    plan = _plan_many(args.audio, args.output, overwrite=args.force)  # fail before the long work
     encoder, weights = load_weights(args.checkpoint, args.device)
     encoder = _prepare(encoder, precision=args.precision, device=args.device)  # once, not per file
     Path(args.output).expanduser().mkdir(exist_ok=True)

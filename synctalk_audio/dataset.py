@@ -283,9 +283,10 @@ def weights_info(checkpoint: Any, *, encoder: Any = None) -> dict[str, Any]:
     Parameters
     ----------
     checkpoint : path, state dict, AudioEncoder, OnnxEncoder or None
-        A path also gets the file's sha256. For an .onnx encoder the weights' hash and the
-        untrained flag come from the export's ``<model>.json`` (None when it is missing). ``state_dict_sha256`` is the hash of the weights as
+        A path also gets the file's sha256. ``state_dict_sha256`` is the hash of the weights as
         loaded into the AudioEncoder (keys without prefix, the golden manifest's definition).
+        For an .onnx encoder it and the untrained flag come from the export's
+        ``<model>.json`` when that matches the model (None otherwise).
     encoder : AudioEncoder, optional
         The encoder already loaded from ``checkpoint``: hashed instead of loading it again.
 
