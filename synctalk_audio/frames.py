@@ -17,11 +17,14 @@ MEL_STEP = 16
 MEL_FPS = 80.0
 
 
-def check_mel(mel: np.ndarray, *, n_mels: int = 80) -> np.ndarray:
-    """Validate a mel spectrogram ``(n_mels, T)`` with finite values; return it as an array."""
+def check_mel(mel: np.ndarray, *, n_mels: "int | None" = 80) -> np.ndarray:
+    """Validate a mel spectrogram ``(n_mels, T)`` with finite values; return it as an array.
+
+    ``n_mels=None`` accepts any number of mel bands (rows).
+    """
     arr = np.asarray(mel)
-    if arr.ndim != 2 or arr.shape[0] != n_mels:
-        raise ShapeError(f"mel must have shape ({n_mels}, T), got {arr.shape}")
+    if arr.ndim != 2 or (n_mels is not None and arr.shape[0] != n_mels):
+        raise ShapeError(f"mel must have shape ({n_mels or 'n_mels'}, T), got {arr.shape}")
     if arr.dtype.kind != "f":
         raise ShapeError(f"mel must be a float array, got dtype {arr.dtype}")
     if not np.isfinite(arr).all():
@@ -116,7 +119,7 @@ def window(mel: np.ndarray, fps: float = 25) -> np.ndarray:
 
     Parameters
     ----------
-    mel : ndarray, shape (80, T), T >= 16
+    mel : ndarray, shape (80, T), T >= 16 (any number of mel bands is cut the same way)
     fps : float
         Video frame rate.
 
@@ -129,6 +132,6 @@ def window(mel: np.ndarray, fps: float = 25) -> np.ndarray:
     >>> window(np.zeros((80, 81)), fps=25).shape
     (22, 80, 16)
     """
-    arr = check_mel(mel, n_mels=np.asarray(mel).shape[0] if np.ndim(mel) == 2 else 80)
+    arr = check_mel(mel, n_mels=None)
     starts = window_starts(arr.shape[1], fps)
     return gather_windows(arr, starts)

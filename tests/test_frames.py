@@ -55,3 +55,17 @@ def test_window_bad_mel(mel, err):
 def test_window_float_fps():
     mel = np.zeros((80, 200))
     assert sa.window(mel, fps=29.97).shape == (sa.frame_count(200, 29.97), 80, 16)
+
+
+def test_window_any_band_count_and_shape_message():
+    """window() cuts any number of mel bands the same way; a non-2-D input names the shape."""
+    mel = np.random.default_rng(0).uniform(-4, 4, (40, 120))
+    win = sa.window(mel)
+    assert win.shape == (sa.frame_count(120, 25), 40, 16)
+    np.testing.assert_array_equal(win[3], mel[:, sa.window_starts(120, 25)[3]:][:, :16].astype(np.float32))
+    with pytest.raises(sa.ShapeError, match=r"mel must have shape \(n_mels, T\), got \(80,\)"):
+        sa.window(np.zeros(80))
+    from synctalk_audio.frames import check_mel
+
+    with pytest.raises(sa.ShapeError, match=r"\(80, T\), got \(40, 120\)"):
+        check_mel(mel)
