@@ -378,7 +378,7 @@ def _base_meta(fmt: str, provenance: dict[str, Any], preset: str, batch: Any, fo
 
 
 def run_onnx(path: "str | os.PathLike", windows: Any) -> np.ndarray:
-    """Run ``encoder.onnx`` with onnxruntime (CPU).
+    """Run ``encoder.onnx`` with onnxruntime (CPU), as :func:`synctalk_audio.load_onnx_encoder` loads it.
 
     Parameters
     ----------
@@ -389,10 +389,10 @@ def run_onnx(path: "str | os.PathLike", windows: Any) -> np.ndarray:
     -------
     ndarray, float32, shape (N, 512)
     """
-    ort = _require("onnxruntime", "onnx")
+    from .runtime import load_onnx_encoder
+
     x = _check_windows(windows)
-    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0], dtype=np.float32)
+    return load_onnx_encoder(path, device="cpu")(x)
 
 
 def verify_onnx(path: "str | os.PathLike", encoder: nn.Module, windows: Any) -> float:
