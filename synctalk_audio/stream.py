@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .batches import check_positive_int
 from .config import MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, mode_shape
 from .dsp import amp_to_db, center_pad, linear_to_mel, normalize, stft_frames
 from .errors import AudioError, ConfigError, OutputError, StreamError
@@ -265,14 +266,8 @@ class StreamingPipeline:
         if not isinstance(config, MelConfig):
             raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
         self.config = config
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                       or batch_size <= 0):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = None if batch_size is None else int(batch_size)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
-                                    or threads <= 0):
-            raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-        self.threads = None if threads is None else int(threads)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.threads = check_positive_int("threads", threads)
         self._shape = mode_shape(mode)
         from .runtime import OnnxEncoder
 
@@ -395,14 +390,10 @@ class StreamingPipeline:
     def _rows(self, windows: np.ndarray) -> np.ndarray:
         """float32 (k, 80, 16) windows → (k, 512) rows, equal to offline's (the exact CPU encoder
         is batch-invariant bit for bit, so any grouping of windows gives the same rows)."""
-        from .runtime import OnnxEncoder, encode_windows_onnx
+        from .pipeline import _windows_encoder
 
-        if isinstance(self._encoder, OnnxEncoder):
-            return encode_windows_onnx(windows.shape[0], lambda lo, hi: windows[lo:hi], self._encoder,
-                                       batch_size=self.batch_size)
-        from .encoder import encode_batch
-
-        return encode_batch(windows, self._encoder, batch_size=self.batch_size, threads=self.threads)
+        encode = _windows_encoder(self._encoder, self.threads)  # torch-free for an OnnxEncoder
+        return encode(windows.shape[0], lambda lo, hi: windows[lo:hi], self._encoder, batch_size=self.batch_size)
 
     def _start(self, i: int) -> int:
         """Unclamped first mel column of window ``i``: upstream's ``int(80.0 * (i / fps))``."""
