@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import AudioError, ConfigError
 
-__all__ = ["load_audio", "resample", "to_mono", "check_waveform"]
+__all__ = ["load_audio", "load_channel", "read_audio", "resample", "to_mono", "check_waveform"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -109,6 +109,56 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(out, dtype=wav.dtype)
 
 
+def read_audio(path: str | os.PathLike, *, dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """Decode an audio file with soundfile: ``(samples (n, channels), rate)``, checked.
+
+    The one decoder behind :func:`load_audio` (ave: channel mean, float32) and
+    :func:`load_channel` (hubert/wenet: channel 0, float64, like upstream's ``sf.read``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    dtype : "float32" or "float64"
+
+    Returns
+    -------
+    samples : ndarray, ``dtype``, shape (n, channels), n >= 1
+    rate : int
+
+    Raises
+    ------
+    AudioError
+        Missing, a directory, empty, undecodable or without samples.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"audio file not found: {p}")
+    if p.is_dir():
+        raise AudioError(f"audio path is a directory, expected a file: {p}")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise AudioError(f"cannot read audio file {p}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise AudioError(f"audio file is empty (0 bytes): {p}")
+    try:
+        data, rate = sf.read(str(p), dtype=dtype, always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise AudioError(f"cannot decode audio file {p}: {reason}") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"audio file has no samples: {p}")
+    return data, int(rate)
+
+
+def _check_sr(sr: int) -> int:
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ConfigError(f"sr must be a positive integer sample rate, got {sr!r}")
+    return int(sr)
+
+
 def load_audio(path: str | os.PathLike, sr: int = 16000) -> np.ndarray:
     """Read an audio file as float32 mono at ``sr`` Hz, like ``librosa.load(path, sr=sr)``.
 
@@ -137,30 +187,44 @@ def load_audio(path: str | os.PathLike, sr: int = 16000) -> np.ndarray:
     >>> wav.dtype, wav.ndim                       # doctest: +SKIP
     (dtype('float32'), 1)
     """
-    import soundfile as sf
-
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ConfigError(f"sr must be a positive integer sample rate, got {sr!r}")
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"audio file not found: {p}")
-    if p.is_dir():
-        raise AudioError(f"audio path is a directory, expected a file: {p}")
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise AudioError(f"cannot read audio file {p}: {exc.strerror or exc}") from None
-    if size == 0:
-        raise AudioError(f"audio file is empty (0 bytes): {p}")
-    try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise AudioError(f"cannot decode audio file {p}: {reason}") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"audio file has no samples: {p}")
+    sr = _check_sr(sr)
+    data, rate = read_audio(path, dtype="float32")
     wav = to_mono(data)
     if not np.isfinite(wav).all():
-        check_waveform(wav, name=f"audio file {p}")
-    wav = resample(np.ascontiguousarray(wav), int(rate), int(sr))
+        check_waveform(wav, name=f"audio file {path}")
+    wav = resample(np.ascontiguousarray(wav), rate, sr)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def load_channel(path: str | os.PathLike, sr: int = 16000, *, channel: int = 0) -> np.ndarray:
+    """Read one channel of an audio file as float64 at ``sr`` Hz (the hubert/wenet scripts' load).
+
+    Upstream's ``data_utils`` scripts read with ``soundfile.read`` (float64) and keep channel 0;
+    a rate other than ``sr`` is resampled like ``librosa.resample`` (soxr_hq, length fixed) —
+    *after* picking the channel, which avoids upstream's stereo resample crash.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    sr : int
+        Target rate (16000).
+    channel : int
+        Channel index (0, as upstream).
+
+    Returns
+    -------
+    ndarray, float64, shape (n,), ``n = ceil(n_file * sr / file_rate)``
+
+    Raises
+    ------
+    AudioError
+        As :func:`read_audio`, a channel the file does not have, or NaN/Inf samples.
+    """
+    sr = _check_sr(sr)
+    data, rate = read_audio(path, dtype="float64")
+    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < data.shape[1]:
+        raise AudioError(f"audio file {path} has {data.shape[1]} channel(s); channel {channel!r} does not exist")
+    wav = np.ascontiguousarray(data[:, channel])
+    if not np.isfinite(wav).all():
+        check_waveform(wav, name=f"audio file {path}")
+    return resample(wav, rate, sr)
