@@ -1,10 +1,13 @@
 """synctalk-audio: exact, fast audio features for SyncTalk_2D / Ultralight-Digital-Human.
 
-audio → load_audio → melspectrogram (preemphasis, stft, mel_basis, amp_to_db, normalize)
-→ window → encode_batch → pad_context → context_windows → reshape_for_mode.
+ave:    load_audio → melspectrogram (preemphasis, stft, mel_basis, amp_to_db, normalize)
+        → window → encode_batch → pad_context ─┐
+hubert: load_channel → hubert_features ─────────┤
+wenet:  load_channel → wenet_features ──────────┤→ context_windows(radius) → reshape_for_mode
 
-Importing the package does not import torch; the encoder names load it on first use, and an
-exported ``.onnx`` encoder (``load_onnx_encoder``) runs in onnxruntime without it.
+Every encoder sits behind one seam (:func:`resolve_encoder`). Importing the package does not
+import torch; the PyTorch names load it on first use, and ``.onnx`` encoders run in onnxruntime
+without it.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .audio import load_audio, resample, to_mono
-from .config import CONTEXT_MODES, MODE_FPS, MODES, PRESETS, SYNCTALK_2D, WAV2LIP, FrameConfig, MelConfig, mode_shape
+from .audio import load_audio, load_channel, resample, to_mono
+from .config import CONTEXT_MODES, MODE_FPS, MODES, PRESETS, RADII, SYNCTALK_2D, WAV2LIP, MelConfig, mode_shape
 from .context import context_window, context_windows, frames_for_mode, pad_context, reshape_for_mode
-from .dsp import amp_to_db, linear_to_mel, mel_basis, melspectrogram, normalize, preemphasis, stft
+from .dsp import amp_to_db, linear_to_mel, mel_basis, mel_init, mel_step, melspectrogram, normalize, preemphasis, stft
+from .engines import PRECISIONS, encode_batch, resolve_encoder
 from .errors import (
     AudioError,
     CheckpointError,
@@ -27,18 +31,16 @@ from .errors import (
     StreamError,
     SyncTalkAudioError,
 )
-from .frames import frame_count, window, window_starts
+from .frames import MelWindows, frame_count, window, window_starts
 from .pipeline import AudioPipeline, Features, pipeline
 
 # Names served lazily (module, attribute): they import torch or optional extras.
 _LAZY = {
     "AudioEncoder": "encoder",
     "load_encoder": "encoder",
-    "encode_batch": "encoder",
-    "seeded_state_dict": "encoder",
+    "seeded_state_dict": "seeded",
     "fold_batchnorm": "encoder",
-    "prepare_encoder": "encoder",
-    "encode_windows": "encoder",
+    "prepare_encoder": "torch_engines",
     "load_onnx_encoder": "runtime",
     "OnnxEncoder": "runtime",
     "export_onnx": "export",
@@ -52,15 +54,23 @@ _LAZY = {
     "ValidationReport": "dataset",
     "plot_features": "plot",
     "StreamingPipeline": "stream",
+    "StreamPool": "stream",
+    "hubert_features": "hubert",
+    "load_hubert_engine": "hubert",
+    "wenet_features": "wenet",
+    "load_wenet_engine": "wenet",
+    "fbank": "fbank",
 }
 
 __all__ = [
     "__version__",
-    "load_audio", "resample", "to_mono",
-    "MelConfig", "FrameConfig", "SYNCTALK_2D", "WAV2LIP", "PRESETS", "MODES", "MODE_FPS", "CONTEXT_MODES",
+    "load_audio", "load_channel", "resample", "to_mono",
+    "MelConfig", "SYNCTALK_2D", "WAV2LIP", "PRESETS", "MODES", "MODE_FPS", "CONTEXT_MODES", "RADII",
     "mode_shape",
     "preemphasis", "stft", "mel_basis", "linear_to_mel", "amp_to_db", "normalize", "melspectrogram",
-    "frame_count", "window_starts", "window",
+    "mel_init", "mel_step",
+    "frame_count", "window_starts", "window", "MelWindows",
+    "resolve_encoder", "encode_batch", "PRECISIONS",
     "pad_context", "context_windows", "context_window", "reshape_for_mode", "frames_for_mode",
     "pipeline", "Features", "AudioPipeline",
     "SyncTalkAudioError", "AudioError", "CheckpointError", "ConfigError", "ShapeError", "OutputError",

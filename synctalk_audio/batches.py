@@ -1,8 +1,8 @@
 """Run an encoder over many mel windows batch by batch (no torch here).
 
-Both encoder backends — PyTorch (:mod:`synctalk_audio.encoder`) and onnxruntime
-(:mod:`synctalk_audio.runtime`) — cut windows per batch, run them, check the rows and store
-them through :func:`encode_in_batches`; they differ only in the ``run`` callable.
+Every engine of the encoder seam (:mod:`synctalk_audio.engines`) — PyTorch, onnxruntime,
+HuBERT, wenet — is run through :func:`encode_in_batches`: cut inputs per batch, run them,
+check the rows, store them.
 """
 
 from __future__ import annotations
@@ -29,16 +29,17 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> "in
     return int(value)
 
 
-def _output(n: int, out: "np.ndarray | None", rows: "np.ndarray | None") -> tuple[np.ndarray, "np.ndarray | None"]:
+def _output(n: int, out: "np.ndarray | None", rows: "np.ndarray | None",
+            row_shape: tuple[int, ...]) -> tuple[np.ndarray, "np.ndarray | None"]:
     if rows is not None:
         rows = np.asarray(rows, dtype=np.intp)
         if rows.shape != (n,) or out is None:
             raise ShapeError(f"rows must have shape ({n},) and come with out, got {rows.shape}")
     m = n if rows is None else out.shape[0]
     if out is None:
-        return np.empty((n, FEATURE_DIM), dtype=np.float32), rows
-    if out.ndim != 2 or out.shape[1] != FEATURE_DIM or out.shape[0] != m or out.dtype != np.float32:
-        raise ShapeError(f"out must be float32 ({m}, {FEATURE_DIM}), got {out.dtype} {out.shape}")
+        return np.empty((n, *row_shape), dtype=np.float32), rows
+    if out.shape != (m, *row_shape) or out.dtype != np.float32:
+        raise ShapeError(f"out must be float32 {(m, *row_shape)}, got {out.dtype} {out.shape}")
     return out, rows
 
 
@@ -78,6 +79,7 @@ def encode_in_batches(
     out: "np.ndarray | None" = None,
     rows: "np.ndarray | None" = None,
     progress: "Callable[[int], Any] | None" = None,
+    row_shape: tuple[int, ...] = (FEATURE_DIM,),
 ) -> np.ndarray:
     """``run(get_windows(lo, hi))`` for consecutive batches of ``batch_size`` windows.
 
@@ -85,27 +87,29 @@ def encode_in_batches(
     ----------
     n_windows : int
     get_windows : callable (lo, hi) → the batch's windows, in whatever form ``run`` takes
-    run : callable windows → float32 ndarray (hi − lo, 512)
+    run : callable windows → float32 ndarray (hi − lo, *row_shape)
     batch_size : int
     workers : int
         Threads running batches concurrently (1: inline, in order).
-    out : float32 ndarray (M, 512), optional
+    out : float32 ndarray (M, *row_shape), optional
         Written in place; M = n_windows unless ``rows``.
     rows : int ndarray (n_windows,), optional
         Row of ``out`` for each window; other rows are left alone.
     progress : callable(int), optional
         Called with the number of windows in each finished batch.
+    row_shape : tuple
+        One output row's shape: (512,) for the conv encoder, (16, 512) for wenet.
 
     Returns
     -------
-    ndarray, float32, shape (M, 512) (``out`` when given)
+    ndarray, float32, shape (M, *row_shape) (``out`` when given)
 
     Raises
     ------
     ShapeError : a bad ``out``/``rows``, or encoder rows that overflowed to NaN/Inf
     """
     n = int(n_windows)
-    out, rows = _output(n, out, rows)
+    out, rows = _output(n, out, rows, tuple(row_shape))
     if n == 0:
         return out
 
@@ -113,7 +117,8 @@ def encode_in_batches(
         lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
         y = run(get_windows(lo, hi))
         if not np.isfinite(y).all():
-            raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised mel windows in [-4, 4]")
+            raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised inputs "
+                             "(mel windows in [-4, 4])")
         if rows is None:
             out[lo:hi] = y
         else:

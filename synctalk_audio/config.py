@@ -16,7 +16,6 @@ from .errors import ConfigError
 
 __all__ = [
     "MelConfig",
-    "FrameConfig",
     "SYNCTALK_2D",
     "WAV2LIP",
     "PRESETS",
@@ -24,6 +23,15 @@ __all__ = [
     "MODE_FPS",
     "CONTEXT_MODES",
     "FEATURE_DIM",
+    "MEL_FPS",
+    "MEL_STEP",
+    "WINDOW_SHAPE",
+    "ENCODER_LAYOUT",
+    "RADII",
+    "DEFAULT_RADIUS",
+    "ROW_SHAPES",
+    "FRAME_SPLIT",
+    "check_radius",
     "mode_shape",
     "check_fps",
     "check_mode",
@@ -106,59 +114,95 @@ WAV2LIP = MelConfig(pad_mode="reflect")
 PRESETS: Mapping[str, MelConfig] = MappingProxyType({"synctalk_2d": SYNCTALK_2D, "wav2lip": WAV2LIP})
 
 
-@dataclass(frozen=True)
-class FrameConfig:
-    """Video-frame geometry: ``fps`` video frames per second, ``mel_step`` mel frames per window,
-    ``mel_fps`` mel frames per second (80 = 16000 / 200), ``radius`` context rows each side.
-    """
-
-    fps: float = 25
-    mel_step: int = 16
-    mel_fps: float = 80.0
-    radius: int = 8
-
-    def __post_init__(self) -> None:
-        check_fps(self.fps)
-        if not isinstance(self.mel_step, int) or self.mel_step <= 0:
-            raise ConfigError(f"FrameConfig.mel_step must be a positive integer, got {self.mel_step!r}")
-        _positive("FrameConfig.mel_fps", self.mel_fps)
-        if not isinstance(self.radius, int) or self.radius < 0:
-            raise ConfigError(f"FrameConfig.radius must be a non-negative integer, got {self.radius!r}")
-
-
-#: Width of one encoder feature row (the conv AudioEncoder's output).
+#: Mel frames per second of the ave recipe (16000 Hz / hop 200).
+MEL_FPS = 80.0
+#: Mel columns in one encoder window (0.2 s).
+MEL_STEP = 16
+#: One encoder input: (channels, mel bands, columns).
+WINDOW_SHAPE = (1, 80, MEL_STEP)
+#: Width of one conv-encoder feature row.
 FEATURE_DIM = 512
-#: Per-frame tensor shape for each mode (row-major reshape of the 16-row context window).
+#: (in_channels, out_channels, kernel, stride, padding, residual) of the AudioEncoder's 13 blocks.
+ENCODER_LAYOUT: tuple[tuple[int, int, int, tuple[int, int], int, bool], ...] = (
+    (1, 32, 3, (1, 1), 1, False),
+    (32, 32, 3, (1, 1), 1, True),
+    (32, 32, 3, (1, 1), 1, True),
+    (32, 64, 3, (3, 1), 1, False),
+    (64, 64, 3, (1, 1), 1, True),
+    (64, 64, 3, (1, 1), 1, True),
+    (64, 128, 3, (3, 3), 1, False),
+    (128, 128, 3, (1, 1), 1, True),
+    (128, 128, 3, (1, 1), 1, True),
+    (128, 256, 3, (3, 2), 1, False),
+    (256, 256, 3, (1, 1), 1, True),
+    (256, 512, 3, (1, 1), 0, False),
+    (512, 512, 1, (1, 1), 0, False),
+)
+#: Context rows each side of a frame: 8 (SyncTalk_2D, the seed, Ultralight until mid-2025) or
+#: 4 (Ultralight since mid-2025, LiveTalking). Frame i sees rows [i - r, i + r).
+RADII = (8, 4)
+DEFAULT_RADIUS = 8
+#: One feature row per mode: ave (512,) from the conv encoder, hubert (2, 1024) pairs of
+#: HuBERT rows, wenet (16, 512) rows of the wenet encoder.
+ROW_SHAPES: Mapping[str, tuple[int, ...]] = MappingProxyType({"ave": (FEATURE_DIM,), "hubert": (2, 1024), "wenet": (16, 512)})
+#: How each mode splits one context row into the U-Net's (s·2r, h, w) tensor: (s, h, w).
+FRAME_SPLIT: Mapping[str, tuple[int, int, int]] = MappingProxyType({"ave": (2, 16, 16), "hubert": (2, 32, 32), "wenet": (16, 16, 32)})
+#: Per-frame tensor shape for each mode at the default radius 8.
 MODES: Mapping[str, tuple[int, ...]] = MappingProxyType(
-    {"ave": (32, 16, 16), "hubert": (32, 32, 32), "wenet": (256, 16, 32)}
+    {mode: (2 * DEFAULT_RADIUS * s, h, w) for mode, (s, h, w) in FRAME_SPLIT.items()}
 )
 #: The video frame rate each mode's U-Net was trained at.
 MODE_FPS: Mapping[str, int] = MappingProxyType({"ave": 25, "hubert": 25, "wenet": 20})
+#: Accepted video frame rates (inclusive).
+FPS_RANGE = (1.0, 1000.0)
 #: How rows outside the padded feature range are filled: upstream zeros, or the edge-hold fork.
 CONTEXT_MODES = ("zeros", "edge")
 
 
+def check_radius(radius: int) -> int:
+    """Return ``radius`` if it is one of :data:`RADII` (8 or 4), else raise :class:`ConfigError`."""
+    if isinstance(radius, bool) or radius not in RADII:
+        raise ConfigError(f"radius must be 8 (SyncTalk_2D, the seed) or 4 (Ultralight since mid-2025), got {radius!r}")
+    return int(radius)
+
+
 def check_mode(mode: str) -> str:
     """Return ``mode`` if it is one of :data:`MODES`, else raise :class:`ConfigError`."""
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     return mode
 
 
 def check_fps(fps: float) -> float:
-    """Return ``fps`` if it is a positive finite number, else raise :class:`ConfigError`."""
+    """Return ``fps`` if it is a finite number in [1, 1000], else raise :class:`ConfigError`.
+
+    The range keeps the window arithmetic (``int(80·i/fps)``) far from overflow and covers
+    every video rate in use (the U-Nets train at 25 or 20).
+    """
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
         raise ConfigError(f"fps must be a positive finite number, got {fps!r}")
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        raise ConfigError(f"fps must lie in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}] video frames per second, got {fps!r}")
     return fps
 
 
 def check_context(context: str) -> str:
     """Return ``context`` if it is one of :data:`CONTEXT_MODES`, else raise :class:`ConfigError`."""
-    if context not in CONTEXT_MODES:
+    if not isinstance(context, str) or context not in CONTEXT_MODES:
         raise ConfigError(f"unknown context {context!r}; expected one of {', '.join(CONTEXT_MODES)}")
     return context
 
 
-def mode_shape(mode: str) -> tuple[int, ...]:
-    """Per-frame shape of ``mode``: ave (32,16,16), hubert (32,32,32), wenet (256,16,32)."""
-    return MODES[check_mode(mode)]
+def mode_shape(mode: str, radius: int = DEFAULT_RADIUS) -> tuple[int, ...]:
+    """Per-frame shape of ``mode`` with ``radius`` context rows each side.
+
+    r = 8: ave (32, 16, 16), hubert (32, 32, 32), wenet (256, 16, 32);
+    r = 4: ave (16, 16, 16), hubert (16, 32, 32), wenet (128, 16, 32).
+
+    Examples
+    --------
+    >>> mode_shape("wenet", 4)
+    (128, 16, 32)
+    """
+    s, h, w = FRAME_SPLIT[check_mode(mode)]
+    return (2 * check_radius(radius) * s, h, w)

@@ -1,17 +1,23 @@
-"""Temporal padding, ±8-row context windows and the per-mode reshape.
+"""Temporal padding, context windows and the per-mode reshape (einops patterns).
 
-Upstream repeats the first and last feature rows once (N → N+2 rows, one video frame each),
-then gives frame ``i`` the rows ``[i-8, i+8)`` with zeros outside the padded range.
+ave repeats its first and last feature rows once (N → N+2 rows, one video frame each); every
+mode then gives frame ``i`` the rows ``[i - r, i + r)`` (r = 8, or 4 for Ultralight since
+mid-2025) with zeros outside (upstream) or the edge rows (``context="edge"``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from einops import rearrange
 
-from .config import MODES, check_context, check_mode
+from .config import DEFAULT_RADIUS, FRAME_SPLIT, RADII, check_context, check_mode, mode_shape
 from .errors import ShapeError
 
-__all__ = ["pad_context", "context_windows", "window_view", "context_window", "reshape_for_mode", "frames_for_mode"]
+__all__ = ["pad_context", "margin_rows", "with_margin", "context_windows", "window_view", "context_window",
+           "reshape_for_mode", "frames_for_mode", "FRAME_PATTERN"]
+
+#: One context window (t rows of s·h·w values) → the U-Net's (t·s, h, w) tensor, row-major.
+FRAME_PATTERN = "... t (s h w) -> ... (t s) h w"
 
 
 def _check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
@@ -27,12 +33,73 @@ def _check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
     return arr
 
 
-def pad_context(features: np.ndarray) -> np.ndarray:
-    """Repeat the first and last rows once: one row per output video frame.
+def _check_radius(radius: int) -> int:
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 1:
+        raise ShapeError(f"radius must be a positive integer, got {radius!r}")
+    return int(radius)
+
+
+def margin_rows(edge: np.ndarray, radius: int, context: str) -> np.ndarray:
+    """The ``radius`` rows beyond an end of the padded features: zeros, or ``edge`` repeated.
+
+    Parameters
+    ----------
+    edge : ndarray, shape (1, D) — the first (or last) padded row
+    radius : int
+    context : "zeros" or "edge"
+
+    Returns
+    -------
+    ndarray, shape (radius, D), edge's dtype
+    """
+    if context == "edge":
+        return np.repeat(edge, radius, axis=0)
+    return np.zeros((radius, edge.shape[1]), dtype=edge.dtype)
+
+
+def with_margin(rows: np.ndarray, radius: int, context: str, *, repeat_ends: bool = False) -> np.ndarray:
+    """``rows`` (optionally with first/last repeated) inside a buffer with ``radius`` margin rows.
+
+    Returns the padded rows as a view into a C-contiguous buffer of ``M + 2·radius`` rows whose
+    margins already hold the context fill, so :func:`context_windows` needs no second copy.
+
+    Parameters
+    ----------
+    rows : ndarray, shape (N, D)
+    radius : int
+    context : "zeros" or "edge"
+    repeat_ends : bool
+        Repeat the first and last rows once (ave's :func:`pad_context`): M = N + 2, else M = N.
+
+    Returns
+    -------
+    ndarray view, shape (M, D)
+    """
+    n, d = rows.shape
+    extra = 1 if repeat_ends else 0
+    m = n + 2 * extra
+    buf = np.empty((m + 2 * radius, d), dtype=rows.dtype)
+    buf[radius + extra: radius + extra + n] = rows
+    if repeat_ends:
+        buf[radius] = rows[0]
+        buf[radius + m - 1] = rows[-1]
+    buf[:radius] = margin_rows(buf[radius: radius + 1], radius, context)
+    buf[radius + m:] = margin_rows(buf[radius + m - 1: radius + m], radius, context)
+    return buf[radius: radius + m]
+
+
+def pad_context(features: np.ndarray, *, margin: int = 0, context: str = "zeros") -> np.ndarray:
+    """Repeat the first and last rows once: one row per output video frame (ave).
 
     Parameters
     ----------
     features : ndarray, shape (N, D)
+    margin : int
+        Context rows to reserve beyond each end (the radius): the result is then a view into
+        a buffer whose margins hold the ``context`` fill, and :func:`context_windows` of it
+        is a zero-copy view. 0 gives a plain array.
+    context : "zeros" or "edge"
+        The margin fill.
 
     Returns
     -------
@@ -44,25 +111,49 @@ def pad_context(features: np.ndarray) -> np.ndarray:
     [1.0, 1.0, 2.0, 2.0]
     """
     arr = _check_features(features)
-    return np.concatenate([arr[:1], arr, arr[-1:]], axis=0)
+    check_context(context)
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
+        raise ShapeError(f"margin must be a non-negative integer, got {margin!r}")
+    if margin == 0:
+        return np.concatenate([arr[:1], arr, arr[-1:]], axis=0)
+    return with_margin(arr, int(margin), context, repeat_ends=True)
 
 
-def _radius_padded(padded: np.ndarray, radius: int, context: str) -> np.ndarray:
-    mode = "constant" if context == "zeros" else "edge"
-    return np.pad(padded, ((radius, radius), (0, 0)), mode=mode)
+def _margin_buffer(arr: np.ndarray, radius: int, context: str) -> "np.ndarray | None":
+    """The buffer around ``arr`` if its base already holds ``radius`` margin rows of ``context``."""
+    base = arr.base
+    if not (isinstance(base, np.ndarray) and base.ndim == 2 and base.flags.c_contiguous and arr.flags.c_contiguous
+            and base.dtype == arr.dtype and base.shape[1] == arr.shape[1]):
+        return None
+    row = arr.shape[1] * arr.itemsize
+    offset = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    if row == 0 or offset % row:
+        return None
+    above = offset // row
+    below = base.shape[0] - above - arr.shape[0]
+    if above < radius or below < radius:
+        return None
+    buf = base[above - radius: above + arr.shape[0] + radius]
+    if not (np.array_equal(buf[:radius], margin_rows(arr[:1], radius, context))
+            and np.array_equal(buf[-radius:], margin_rows(arr[-1:], radius, context))):
+        return None
+    return buf
 
 
-def context_windows(padded: np.ndarray, *, context: str = "zeros", radius: int = 8) -> np.ndarray:
+def context_windows(padded: np.ndarray, *, context: str = "zeros", radius: int = DEFAULT_RADIUS) -> np.ndarray:
     """Every frame's ``2·radius``-row context window, as a read-only zero-copy view.
 
     Frame ``i`` sees rows ``[i - radius, i + radius)`` of ``padded``; rows outside are zeros
-    (``context="zeros"``, upstream) or the nearest edge row (``context="edge"``, a fork's
-    variant). Only ``padded`` plus ``2·radius`` rows are allocated, whatever N is.
+    (``context="zeros"``, upstream) or the nearest edge row (``context="edge"``). Only
+    ``padded`` plus ``2·radius`` rows are allocated, whatever N is — none when ``padded`` came
+    from :func:`pad_context` with ``margin >= radius`` and the same ``context``.
 
     Parameters
     ----------
     padded : ndarray, shape (M, D)
-        Usually :func:`pad_context` output (M = N + 2), or precomputed hubert/wenet features.
+        :func:`pad_context` output (ave, M = N + 2), or hubert/wenet feature rows.
+    radius : int
+        8 (SyncTalk_2D) or 4 (Ultralight since mid-2025); any positive integer is accepted.
 
     Returns
     -------
@@ -76,12 +167,14 @@ def context_windows(padded: np.ndarray, *, context: str = "zeros", radius: int =
     """
     arr = _check_features(padded, "padded")
     check_context(context)
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ShapeError(f"radius must be a positive integer, got {radius!r}")
-    return window_view(np.ascontiguousarray(_radius_padded(arr, radius, context)), arr.shape[0], radius)
+    radius = _check_radius(radius)
+    buf = _margin_buffer(arr, radius, context)
+    if buf is None:
+        buf = with_margin(np.ascontiguousarray(arr), radius, context).base
+    return window_view(buf, arr.shape[0], radius)
 
 
-def window_view(buffer: np.ndarray, m: int, radius: int = 8) -> np.ndarray:
+def window_view(buffer: np.ndarray, m: int, radius: int = DEFAULT_RADIUS) -> np.ndarray:
     """The ``m`` context windows of a buffer already padded with ``radius`` rows each side.
 
     Parameters
@@ -98,7 +191,7 @@ def window_view(buffer: np.ndarray, m: int, radius: int = 8) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(flat, span * d)[::d][:m].reshape(m, span, d)
 
 
-def context_window(padded: np.ndarray, index: int, *, context: str = "zeros", radius: int = 8) -> np.ndarray:
+def context_window(padded: np.ndarray, index: int, *, context: str = "zeros", radius: int = DEFAULT_RADIUS) -> np.ndarray:
     """One frame's context window (a copy), upstream's ``get_audio_features(padded, index)``.
 
     Parameters
@@ -112,14 +205,14 @@ def context_window(padded: np.ndarray, index: int, *, context: str = "zeros", ra
     """
     arr = _check_features(padded, "padded")
     check_context(context)
+    radius = _check_radius(radius)
     m = arr.shape[0]
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not (0 <= index < m):
         raise ShapeError(f"frame index {index!r} is out of range for {m} frames (0..{m - 1})")
-    lo, hi = index - radius, index + radius
-    rows = np.arange(lo, hi)
-    inside = (rows >= 0) & (rows < m)
+    rows = np.arange(index - radius, index + radius)
     if context == "edge":
         return arr[np.clip(rows, 0, m - 1)].copy()
+    inside = (rows >= 0) & (rows < m)
     out = np.zeros((2 * radius, arr.shape[1]), dtype=arr.dtype)
     out[inside] = arr[rows[inside]]
     return out
@@ -128,51 +221,56 @@ def context_window(padded: np.ndarray, index: int, *, context: str = "zeros", ra
 def reshape_for_mode(window: np.ndarray, mode: str) -> np.ndarray:
     """Row-major reshape of context window(s) to the U-Net's per-mode audio tensor.
 
-    ave → (32, 16, 16) from 16×512, hubert → (32, 32, 32) from 16×2048 (2×1024),
-    wenet → (256, 16, 32) from 16×8192. A view whenever the input's windows are contiguous
-    (as :func:`context_windows` gives).
+    The einops pattern :data:`FRAME_PATTERN` ``"... t (s h w) -> ... (t s) h w"`` with
+    (s, h, w) = ave (2, 16, 16), hubert (2, 32, 32), wenet (16, 16, 32): t = 2·radius rows of
+    512 / 2×1024 / 16×512 values. r = 8 → ave (32, 16, 16), hubert (32, 32, 32), wenet
+    (256, 16, 32); r = 4 → (16, 16, 16), (16, 32, 32), (128, 16, 32). A view whenever the
+    input's windows are contiguous (as :func:`context_windows` gives).
 
     Parameters
     ----------
-    window : ndarray, shape (16, D) or (M, 16, D) (or any leading shape + one window)
+    window : ndarray, shape (2r, D) or (M, 2r, D) (any leading shape + one window)
     mode : {"ave", "hubert", "wenet"}
 
     Returns
     -------
-    ndarray, shape MODES[mode] or (M, *MODES[mode])
+    ndarray, shape ``mode_shape(mode, r)`` or (M, *mode_shape(mode, r))
 
     Raises
     ------
     ShapeError
-        If one window's size differs from the mode's.
+        If one window's size is not the mode's for radius 8 or 4.
     """
-    shape = MODES[check_mode(mode)]
+    s, h, w = FRAME_SPLIT[check_mode(mode)]
     arr = np.asarray(window)
-    need = int(np.prod(shape))
     if arr.ndim < 2:
-        raise ShapeError(f"window must be at least 2-D (16, D), got shape {arr.shape}")
+        raise ShapeError(f"window must be at least 2-D (2·radius, D), got shape {arr.shape}")
     size = int(np.prod(arr.shape[-2:]))
-    if size != need:
-        raise ShapeError(
-            f"a {mode} frame needs {need} values {shape}, but the window {arr.shape[-2:]} has {size}"
-        )
-    return arr.reshape(*arr.shape[:-2], *shape)
+    sizes = {r: int(np.prod(mode_shape(mode, r))) for r in RADII}
+    if size not in sizes.values():
+        expected = " or ".join(f"{n} {mode_shape(mode, r)} (radius {r})" for r, n in sizes.items())
+        raise ShapeError(f"a {mode} frame needs {expected} values, but the window {arr.shape[-2:]} has {size}")
+    if arr.shape[-1] != s * h * w:  # rows of another width: regroup row-major, as upstream's reshape
+        arr = arr.reshape(*arr.shape[:-2], -1, s * h * w)
+    return rearrange(arr, FRAME_PATTERN, s=s, h=h, w=w)
 
 
-def frames_for_mode(padded: np.ndarray, mode: str, *, context: str = "zeros") -> np.ndarray:
+def frames_for_mode(padded: np.ndarray, mode: str, *, context: str = "zeros", radius: int = DEFAULT_RADIUS) -> np.ndarray:
     """All frames of ``padded`` for ``mode``: context windows reshaped, a read-only view.
 
-    For hubert pass precomputed (T, 2, 1024) features flattened to (T, 2048); wenet (T, 512).
+    For hubert pass (T, 2, 1024) features (``aud_hu.npy``), for wenet (K, 16, 512)
+    (``aud_wenet.npy``); trailing dims are flattened to one row each.
 
     Parameters
     ----------
-    padded : ndarray, shape (M, D) or (M, a, b) (trailing dims are flattened)
+    padded : ndarray, shape (M, D) or (M, a, b)
+    radius : 8 or 4
 
     Returns
     -------
-    ndarray view, shape (M, *MODES[mode])
+    ndarray view, shape (M, *mode_shape(mode, radius))
     """
     arr = np.asarray(padded)
     if arr.ndim > 2:
-        arr = arr.reshape(arr.shape[0], -1)
-    return reshape_for_mode(context_windows(arr, context=context), mode)
+        arr = rearrange(arr, "m ... -> m (...)")
+    return reshape_for_mode(context_windows(arr, context=context, radius=radius), mode)

@@ -6,6 +6,7 @@ round-off: float64 arithmetic throughout, a float32 mel basis like librosa's def
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -28,6 +29,9 @@ __all__ = [
     "normalize",
     "melspectrogram",
     "n_mel_frames",
+    "MelCarry",
+    "mel_init",
+    "mel_step",
 ]
 
 def _check_finite(arr: np.ndarray, name: str) -> np.ndarray:
@@ -358,41 +362,119 @@ def normalize(
     return np.clip(out, 0, max_abs_value) if clip else out
 
 
-def _padded_segment(x: np.ndarray, lo: int, hi: int, config: MelConfig) -> np.ndarray:
-    """``center_pad(preemphasis(x), n_fft, pad_mode)[lo:hi]`` without the whole-signal copies.
+@dataclass(frozen=True)
+class MelCarry:
+    """What :func:`mel_step` carries from one block of samples to the next (never mutated).
 
-    Same float64 operations per sample as the composition, so the values are bit-identical;
-    memory is O(hi − lo) instead of two float64 copies of the whole signal.
+    Attributes
+    ----------
+    n_in : int
+        Samples consumed so far.
+    last : float or None
+        The last input sample (the pre-emphasis filter's memory), float64.
+    buf : float64 ndarray (k,)
+        Centre-padded, pre-emphasised signal from padded index ``buf_at`` on: what the next
+        columns still need (under ``n_fft`` samples, plus the last ``n_fft//2 + 1`` for
+        reflect padding at the end).
+    buf_at : int or None
+        None while a reflect-padded signal still waits for ``n_fft//2 + 1`` samples (``buf``
+        then holds the pre-emphasised samples only).
+    n_cols : int
+        Final mel columns returned so far.
     """
-    n, pad, k = x.shape[0], config.n_fft // 2, config.preemphasis
-    if config.pad_mode == "reflect" and n <= pad:  # np.pad reflects repeatedly: tiny input, do it whole
-        return center_pad(preemphasis(x, k), config.n_fft, "reflect")[lo:hi]
-    idx = np.arange(lo - pad, hi - pad)
-    if config.pad_mode == "reflect":
-        idx = np.where(idx < 0, -idx, idx)
-        idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)
-        inside = np.ones(idx.shape, dtype=bool)
-    else:
-        inside = (idx >= 0) & (idx < n)
-    out = np.zeros(hi - lo, dtype=np.float64)
-    if not inside.any():
-        return out
-    a, b = int(idx[inside].min()), int(idx[inside].max()) + 1
-    seg = x[a:b].astype(np.float64)
-    emph = seg.copy()
-    if k != 0.0:
-        emph[1:] -= k * seg[:-1]
-        if a > 0:
-            emph[0] -= k * np.float64(x[a - 1])
-    out[inside] = emph[idx[inside] - a]
-    return out
+
+    n_in: int
+    last: "float | None"
+    buf: np.ndarray
+    buf_at: "int | None"
+    n_cols: int
+
+
+def mel_init(config: MelConfig = SYNCTALK_2D) -> MelCarry:
+    """The carry before the first sample: zero left padding (constant) or nothing yet (reflect)."""
+    if config.pad_mode == "constant":
+        return MelCarry(0, None, np.zeros(config.n_fft // 2, np.float64), 0, 0)
+    return MelCarry(0, None, np.empty(0, np.float64), None, 0)
+
+
+def _mel_columns(segment: np.ndarray, count: int, config: MelConfig) -> np.ndarray:
+    """float64 (n_mels, count): the normalised mel of the first ``count`` STFT frames of ``segment``."""
+    spec = stft_frames(segment, 0, count, n_fft=config.n_fft, hop_length=config.hop_length,
+                       win_length=config.win_length)
+    db = amp_to_db(linear_to_mel(np.abs(spec), config), ref_level_db=config.ref_level_db,
+                   min_level_db=config.min_level_db)
+    return normalize(db, min_level_db=config.min_level_db, max_abs_value=config.max_abs_value,
+                     symmetric=config.symmetric, clip=config.clip)
+
+
+def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_2D, *,
+             final: bool = False) -> tuple[MelCarry, np.ndarray]:
+    """Advance the mel recipe by one block of samples: the one implementation of its steps.
+
+    Pre-emphasis (with the carried last sample), centre padding, STFT, mel, dB and
+    normalisation of every column that the samples so far make final — the same float64
+    operations per sample and column as the whole-signal composition, so any split of the
+    signal into blocks gives the same columns bit for bit. :func:`melspectrogram` walks long
+    audio with it; the streams push their chunks through it.
+
+    Parameters
+    ----------
+    carry : MelCarry
+        From :func:`mel_init` or the previous step.
+    samples : float ndarray (k,), k >= 0 (validated by the caller)
+    config : MelConfig
+    final : bool
+        The signal ends after ``samples``: pad the end and return the remaining columns up to
+        ``T = 1 + n // hop``.
+
+    Returns
+    -------
+    carry : MelCarry
+    columns : float64 (n_mels, c), the columns ``[carry.n_cols, carry.n_cols + c)``
+    """
+    hop, n_fft, pad, k = config.hop_length, config.n_fft, config.n_fft // 2, config.preemphasis
+    x64 = samples.astype(np.float64, copy=False)
+    y = x64.copy()
+    if k != 0.0 and y.shape[0]:
+        y[1:] -= k * x64[:-1]
+        if carry.last is not None:
+            y[0] -= k * carry.last
+    last = float(x64[-1]) if x64.shape[0] else carry.last
+    n_in = carry.n_in + x64.shape[0]
+    buf, buf_at = (np.concatenate([carry.buf, y]) if y.shape[0] else carry.buf), carry.buf_at
+    if buf_at is None and buf.shape[0] >= pad + 1:  # reflect start: y[pad], y[pad-1], …, y[1]
+        buf, buf_at = np.concatenate([buf[pad:0:-1], buf]), 0
+    if final:
+        if buf_at is None:  # reflect signal of at most n_fft//2 samples: pad it whole, as np.pad does
+            buf, buf_at = center_pad(buf, n_fft, config.pad_mode), 0
+        elif config.pad_mode == "constant":
+            buf = np.concatenate([buf, np.zeros(pad, np.float64)])
+        else:  # reflect end: y[n-2], y[n-3], …, y[n-1-pad]
+            buf = np.concatenate([buf, buf[-pad - 1:-1][::-1]])
+        stop = n_mel_frames(n_in, hop)
+    elif buf_at is None:
+        return MelCarry(n_in, last, buf, None, carry.n_cols), np.empty((config.n_mels, 0), np.float64)
+    else:  # column t covers padded[t·hop, t·hop + n_fft): final once that lies inside the input
+        stop = (pad + n_in - n_fft) // hop + 1 if pad + n_in >= n_fft else 0
+    count = max(stop - carry.n_cols, 0)
+    cols = (_mel_columns(buf[hop * carry.n_cols - buf_at:], count, config) if count
+            else np.empty((config.n_mels, 0), np.float64))
+    n_cols = carry.n_cols + count
+    if final:
+        return MelCarry(n_in, last, np.empty(0, np.float64), hop * n_cols, n_cols), cols
+    # keep what the next column needs, and the last n_fft//2 + 1 samples (reflect end padding)
+    keep_from = min(hop * n_cols, buf_at + buf.shape[0] - (pad + 1))
+    if keep_from > buf_at:
+        buf, buf_at = buf[keep_from - buf_at:], keep_from
+    return MelCarry(n_in, last, buf, buf_at, n_cols), cols
 
 
 def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarray:
     """Normalised log-mel spectrogram, the composition of the stages above.
 
-    ``normalize(amp_to_db(linear_to_mel(|stft(preemphasis(wav))|)))``, walked in blocks of
-    frames so that hours of audio never hold the full complex STFT in memory.
+    ``normalize(amp_to_db(linear_to_mel(|stft(preemphasis(wav))|)))``, walked with
+    :func:`mel_step` in blocks of 4096 frames so that hours of audio never hold the full
+    complex STFT (or a padded float64 copy of the signal) in memory.
 
     Parameters
     ----------
@@ -413,18 +495,12 @@ def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarr
     if not isinstance(config, MelConfig):
         raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
     x = check_waveform(wav)
-    if not (0.0 <= config.preemphasis < 1.0):
-        raise ConfigError(f"preemphasis coefficient must be in [0, 1), got {config.preemphasis!r}")
-    n_frames = n_mel_frames(x.shape[0], config.hop_length)
-    hop, n_fft = config.hop_length, config.n_fft
-    out = np.empty((config.n_mels, n_frames), dtype=np.float64)
-    for start in range(0, n_frames, _BLOCK_FRAMES):
-        stop = min(start + _BLOCK_FRAMES, n_frames)
-        segment = _padded_segment(x, start * hop, (stop - 1) * hop + n_fft, config)
-        spec = stft_frames(segment, 0, stop - start, n_fft=n_fft, hop_length=hop, win_length=config.win_length)
-        mel = linear_to_mel(np.abs(spec), config)
-        db = amp_to_db(mel, ref_level_db=config.ref_level_db, min_level_db=config.min_level_db)
-        out[:, start:stop] = normalize(db, min_level_db=config.min_level_db,
-                                       max_abs_value=config.max_abs_value,
-                                       symmetric=config.symmetric, clip=config.clip)
+    if config.pad_mode == "reflect" and x.shape[0] < 2:
+        raise ShapeError(f"reflect padding needs at least 2 samples, got {x.shape[0]}")
+    out = np.empty((config.n_mels, n_mel_frames(x.shape[0], config.hop_length)), dtype=np.float64)
+    carry, block = mel_init(config), _BLOCK_FRAMES * config.hop_length
+    for lo in range(0, x.shape[0] + 1, block):
+        carry_in = carry.n_cols
+        carry, cols = mel_step(carry, x[lo:lo + block], config, final=lo + block > x.shape[0])
+        out[:, carry_in:carry.n_cols] = cols
     return out

@@ -1,20 +1,22 @@
-"""Video-frame count and 16-frame mel windows, exactly as upstream's ``AudDataset``.
+"""Video-frame count and 16-column mel windows, exactly as upstream's ``AudDataset``.
 
-For video frame ``i`` the window starts at mel frame ``int(80.0 * (i / fps))``; windows that
-would run past the end are clamped to the last 16 mel frames.
+For video frame ``i`` the window starts at mel column ``int(80.0 * (i / fps))``; windows that
+would run past the end are clamped to the last 16 columns. :func:`window` returns the windows
+as a lazy zero-copy view (:class:`MelWindows`) that the encoder cuts batch by batch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from .config import check_fps
+from .config import MEL_FPS, MEL_STEP, check_fps
 from .errors import AudioError, ShapeError
 
-__all__ = ["MEL_STEP", "MEL_FPS", "frame_count", "window_starts", "window", "gather_windows", "check_mel"]
-
-MEL_STEP = 16
-MEL_FPS = 80.0
+__all__ = ["MEL_STEP", "MEL_FPS", "frame_count", "window_start", "window_starts", "window", "MelWindows",
+           "gather_windows", "check_mel"]
 
 
 def check_mel(mel: np.ndarray, *, n_mels: "int | None" = 80) -> np.ndarray:
@@ -72,11 +74,35 @@ def frame_count(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP,
     return int((T - mel_step) / float(mel_fps) * float(fps)) + 2
 
 
+def window_start(index: "int | np.ndarray", fps: float = 25, *, mel_fps: float = MEL_FPS) -> "int | np.ndarray":
+    """Unclamped first mel column of window ``index``: upstream's ``int(80.0 * (index / fps))``.
+
+    The one statement of the window geometry, used offline (:func:`window_starts`) and by the
+    streams; IEEE float64 operations in upstream's order.
+
+    Parameters
+    ----------
+    index : int or int ndarray (k,)
+    fps : float
+
+    Returns
+    -------
+    int, or int64 ndarray (k,)
+
+    Examples
+    --------
+    >>> window_start(4, 25), window_start(np.arange(3), 25).tolist()
+    (12, [0, 3, 6])
+    """
+    if isinstance(index, np.ndarray):
+        return (float(mel_fps) * (index.astype(np.float64) / float(fps))).astype(np.int64)
+    return int(float(mel_fps) * (index / float(fps)))
+
+
 def window_starts(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP, mel_fps: float = MEL_FPS) -> np.ndarray:
     """First mel column of every video frame's window.
 
     ``start_i = int(80.0 * (i / fps))``, clamped to ``T - 16`` where the window would overrun.
-    Vectorised with the same IEEE float64 operations as the upstream loop.
 
     Returns
     -------
@@ -89,9 +115,7 @@ def window_starts(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STE
     """
     T = int(n_mel_frames)
     n = frame_count(T, fps, mel_step=mel_step, mel_fps=mel_fps)
-    idx = np.arange(n, dtype=np.float64)
-    starts = (float(mel_fps) * (idx / float(fps))).astype(np.int64)
-    return np.minimum(starts, T - mel_step)
+    return np.minimum(window_start(np.arange(n), fps, mel_fps=mel_fps), T - mel_step)
 
 
 def gather_windows(mel: np.ndarray, starts: np.ndarray, *, mel_step: int = MEL_STEP) -> np.ndarray:
@@ -114,8 +138,93 @@ def gather_windows(mel: np.ndarray, starts: np.ndarray, *, mel_step: int = MEL_S
     return view[np.asarray(starts, dtype=np.intp)]
 
 
-def window(mel: np.ndarray, fps: float = 25) -> np.ndarray:
-    """Every video frame's 16-column mel window, as the encoder input.
+@dataclass(frozen=True, eq=False)
+class MelWindows:
+    """Every video frame's mel window, cut on demand: a lazy (N, n_mels, 16) float32 array.
+
+    Holds the float32 mel once (half the float64 mel's size) and the N window starts; a
+    slice or an index gathers just those windows, ``np.asarray(w)`` all of them. The encoder
+    (:func:`synctalk_audio.encode_batch`) cuts it batch by batch, so a 1-hour clip never
+    materialises its 460 MB of windows.
+
+    Attributes
+    ----------
+    mel32 : float32 (n_mels, T), read-only
+    starts : int64 (N,), read-only
+    """
+
+    mel32: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(N, n_mels, 16)."""
+        return (int(self.starts.shape[0]), int(self.mel32.shape[0]), MEL_STEP)
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    @property
+    def size(self) -> int:
+        n, m, c = self.shape
+        return n * m * c
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            head, rest = key[0], key[1:]
+            return self[head][rest] if isinstance(head, (int, np.integer)) else self[head][(slice(None), *rest)]
+        if isinstance(key, (int, np.integer)):
+            return gather_windows(self.mel32, self.starts[[key]])[0]
+        return gather_windows(self.mel32, self.starts[key])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = gather_windows(self.mel32, self.starts)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def astype(self, dtype: Any, copy: bool = True) -> np.ndarray:
+        """All windows as an array of ``dtype`` (as ``ndarray.astype``)."""
+        return np.asarray(self).astype(dtype, copy=False)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"MelWindows(shape={self.shape}, dtype=float32)"
+
+    def constant_runs(self) -> "tuple[np.ndarray | None, np.ndarray, np.ndarray]":
+        """Split the windows into varying ones and those holding one value everywhere.
+
+        Digital silence gives many windows of one value (-4); a batch-invariant encoder runs
+        each distinct one once.
+
+        Returns
+        -------
+        varying : int ndarray (k,), or None when no window is constant
+        constant : int ndarray (N - k,)
+        values : float32 ndarray (N - k,), the value of each constant window
+        """
+        mel32 = self.mel32
+        lo, hi = mel32.min(axis=0), mel32.max(axis=0)
+        flat = np.lib.stride_tricks.sliding_window_view(lo == hi, MEL_STEP)[self.starts].all(axis=1)
+        if not flat.any():
+            return None, np.empty(0, np.intp), np.empty(0, mel32.dtype)
+        vals = np.lib.stride_tricks.sliding_window_view(lo, MEL_STEP)[self.starts]
+        const = flat & (vals == vals[:, :1]).all(axis=1)
+        return np.flatnonzero(~const), np.flatnonzero(const), vals[const, 0]
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    view = arr.view()
+    view.setflags(write=False)
+    return view
+
+
+def window(mel: np.ndarray, fps: float = 25) -> MelWindows:
+    """Every video frame's 16-column mel window, as the encoder input (a lazy view).
 
     Parameters
     ----------
@@ -125,7 +234,8 @@ def window(mel: np.ndarray, fps: float = 25) -> np.ndarray:
 
     Returns
     -------
-    ndarray, float32, shape (N, 80, 16) with ``N = frame_count(T, fps)``
+    MelWindows, float32, shape (N, 80, 16) with ``N = frame_count(T, fps)``; index or slice it
+    for arrays, ``np.asarray`` for all windows.
 
     Examples
     --------
@@ -134,4 +244,4 @@ def window(mel: np.ndarray, fps: float = 25) -> np.ndarray:
     """
     arr = check_mel(mel, n_mels=None)
     starts = window_starts(arr.shape[1], fps)
-    return gather_windows(arr, starts)
+    return MelWindows(mel32=_readonly(np.ascontiguousarray(arr, dtype=np.float32)), starts=_readonly(starts))

@@ -27,18 +27,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
-from .batches import check_positive_int, encode_in_batches
-from .config import FEATURE_DIM
+from .batches import check_positive_int
+from .config import FEATURE_DIM, WINDOW_SHAPE
 from .errors import CheckpointError, ConfigError
 
-__all__ = ["OnnxEncoder", "load_onnx_encoder", "is_onnx_model", "encode_windows_onnx", "ONNX_SUFFIX"]
+__all__ = ["OnnxEncoder", "load_onnx_encoder", "is_onnx_model", "ONNX_SUFFIX"]
 
 ONNX_SUFFIX = ".onnx"
-_INPUT_SHAPE = (1, 80, 16)  # per window; the batch dimension is free
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 # Windows per session.run: 64 measured best on a 2-core AVX-512 CPU (16–128 within 5 %).
@@ -54,7 +54,8 @@ def is_onnx_model(checkpoint: Any) -> bool:
 class OnnxEncoder:
     """An ONNX AudioEncoder loaded in onnxruntime: (B, 1, 80, 16) float32 → (B, 512) float32.
 
-    Make one with :func:`load_onnx_encoder`; call it on a batch of windows.
+    Make one with :func:`load_onnx_encoder`; call it on a batch of windows. An engine of the
+    encoder seam (:class:`synctalk_audio.engines.Engine`).
 
     Attributes
     ----------
@@ -88,12 +89,22 @@ class OnnxEncoder:
     _input: str = field(repr=False)
     _output: str = field(repr=False)
     precision: ClassVar[str] = "onnx"
+    mode: ClassVar[str] = "ave"
+    row_shape: ClassVar[tuple[int, ...]] = (FEATURE_DIM,)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """float32 (B, 1, 80, 16) or (B, 80, 16) → float32 (B, 512)."""
-        x = np.ascontiguousarray(windows, dtype=np.float32).reshape(-1, *_INPUT_SHAPE)
+        x = np.ascontiguousarray(windows, dtype=np.float32).reshape(-1, *WINDOW_SHAPE)
         y = self._session.run([self._output], {self._input: x})[0]
         return np.asarray(y, dtype=np.float32).reshape(x.shape[0], FEATURE_DIM)
+
+    @contextmanager
+    def running(self, n_items: int, batch_size: int, threads: "int | None" = None) -> Iterator[int]:
+        """One worker: onnxruntime's own intra-op threads do the parallel work."""
+        if threads is not None and self.device == "cpu" and threads != self.threads:
+            raise ConfigError(f"the ONNX encoder was loaded with {self.threads} threads, not {threads}: "
+                              f"load_onnx_encoder(path, threads={threads})")
+        yield 1
 
 
 def _import_onnxruntime() -> Any:
@@ -141,7 +152,7 @@ def _check_io(session: Any, path: Path) -> tuple[str, str]:
         raise CheckpointError(f"{path} is not an AudioEncoder: it has {len(inputs)} inputs and {len(outputs)} "
                               "outputs; expected 1 and 1 (export it with 'synctalk-audio export --format onnx')")
     i, o = inputs[0], outputs[0]
-    if i.type != "tensor(float)" or len(i.shape) != 4 or tuple(i.shape[1:]) != _INPUT_SHAPE:
+    if i.type != "tensor(float)" or len(i.shape) != 4 or tuple(i.shape[1:]) != WINDOW_SHAPE:
         raise CheckpointError(f"{path} takes {i.type} {_dims(i)}; an AudioEncoder takes float32 (batch, 1, 80, 16)")
     if o.type != "tensor(float)" or len(o.shape) != 2 or o.shape[1] != FEATURE_DIM:
         raise CheckpointError(f"{path} gives {o.type} {_dims(o)}; an AudioEncoder gives float32 (batch, {FEATURE_DIM})")
@@ -231,37 +242,3 @@ def load_onnx_encoder(
         provenance=_provenance(p, digest), batch_invariant=kind == "cpu",
         _session=session, _input=input_name, _output=output_name,
     )
-
-
-def encode_windows_onnx(
-    n_windows: int,
-    get_windows: Callable[[int, int], np.ndarray],
-    encoder: OnnxEncoder,
-    *,
-    batch_size: "int | None" = None,
-    out: "np.ndarray | None" = None,
-    rows: "np.ndarray | None" = None,
-    progress: "Callable[[int], Any] | None" = None,
-) -> np.ndarray:
-    """Encode ``n_windows`` windows that ``get_windows(lo, hi)`` cuts batch by batch.
-
-    The onnxruntime counterpart of :func:`synctalk_audio.encoder.encode_windows` (same
-    ``out``/``rows``/``progress`` meaning); onnxruntime's own threads do the parallel work.
-
-    Parameters
-    ----------
-    n_windows : int
-    get_windows : callable (lo, hi) → float32 (hi − lo, 80, 16) or (hi − lo, 1, 80, 16)
-    encoder : OnnxEncoder
-    batch_size : int, optional
-        Default the encoder's (64 on CPU).
-
-    Returns
-    -------
-    ndarray, float32, shape (M, 512) (``out`` when given)
-    """
-    if not isinstance(encoder, OnnxEncoder):
-        raise ConfigError(f"encoder must be an OnnxEncoder (load_onnx_encoder), got {type(encoder).__name__}")
-    bs = check_positive_int("batch_size", batch_size) or encoder.batch_size
-    return encode_in_batches(n_windows, get_windows, encoder, batch_size=bs, workers=1, out=out, rows=rows,
-                             progress=progress)

@@ -1,11 +1,14 @@
 """Streaming: push 16 kHz audio chunks, get exactly the offline frames, with a stated latency.
 
-:class:`StreamingPipeline` keeps only the state that the next frames still need — the last
-input sample (pre-emphasis), the STFT overlap (under ``n_fft`` samples), the mel columns of
-pending windows and the ±8 rows of encoder features of pending frames — so every chunk costs
-work proportional to its own length, never to the history. Everything ``push`` and ``flush``
-return, concatenated, equals ``pipeline(audio).frames`` for the same audio (N + 2 frames,
-first/last row repeated, clamped last windows, zeros — or edges — outside the padded rows).
+:class:`StreamingPipeline` runs the offline recipe's own step functions on each chunk —
+:func:`~synctalk_audio.dsp.mel_step` (pre-emphasis, centring, STFT, mel), the window geometry of
+:func:`~synctalk_audio.frames.window_start`, the encoder seam
+(:func:`~synctalk_audio.engines.resolve_encoder`) and the context fill of
+:func:`~synctalk_audio.context.margin_rows` — and keeps only what the next frames still need,
+so every chunk costs work proportional to its own length. Everything ``push`` and ``flush``
+return, concatenated, equals ``pipeline(audio).frames`` for the same audio (N + 2 frames, first/
+last row repeated, clamped last windows, zeros — or edges — outside the padded rows).
+:class:`StreamPool` runs many such streams and encodes the windows of all of them in one call.
 
 Where the latency comes from (defaults: hop 200, n_fft 800, 16-column windows, radius 8)::
 
@@ -16,21 +19,15 @@ Where the latency comes from (defaults: hop 200, n_fft 800, 16-column windows, r
         ≤ 6·16000/fps  +  15·200  +  400      (look-ahead context + window + STFT centring)
         = 3840 + 3000 + 400 = 7240 samples = 452.5 ms at 25 fps (equality every 5th frame).
 
+With radius 4 the look-ahead context is 2 frames: 1280 + 3000 + 400 = 4680 samples (292.5 ms).
 The last few frames — those whose context reaches the final padded row, or whose window is
 clamped to the last 16 mel columns — depend on the total length and only come out of
 :meth:`StreamingPipeline.flush`.
 
-Encoder numerics. Offline, ``encode_batch`` runs windows in batches of 64 and PyTorch picks the
-convolution kernels from the batch size: with more than one thread (or 16 or more windows) it
-uses oneDNN for every layer, but a batch of 1 (the last batch when N ≡ 1 mod 64; and with one
-thread any batch under 16) takes PyTorch's native kernels for some layers, which round
-differently (up to ~4e-5 on features of magnitude ~100). The stream calls the oneDNN
-convolution directly on the encoder's own weights — bit-identical to the offline full-batch rows
-for any number of windows — and at flush recomputes the pending rows of offline's last (partial)
-batch with the module itself at exactly that batch size. Rows streamed out before the flush
-can still differ (~2e-5) in one case: one torch thread and a last batch of 2–15 windows, where
-offline itself takes other kernels for the 1x1 layer. On other devices (CUDA) the module runs
-the windows as they come; exactness there is not verified.
+Encoder numerics: the exact CPU engine (oneDNN) and the onnxruntime CPU engine are
+batch-invariant — a window's row does not depend on the batch it runs in — so streamed rows
+equal offline's bit for bit however the audio is chunked (tested). On CUDA, exactness of the
+streamed rows is not verified.
 """
 
 from __future__ import annotations
@@ -38,28 +35,31 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, Mapping
 
 import numpy as np
 
+from ._io import save_npy
 from .batches import check_positive_int
-from .config import MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, mode_shape
-from .dsp import amp_to_db, center_pad, linear_to_mel, normalize, stft_frames
+from .config import DEFAULT_RADIUS, MEL_FPS, MEL_STEP, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, \
+    check_mode, check_radius, mode_shape
+from .context import margin_rows, reshape_for_mode
+from .dsp import MelCarry, mel_init, mel_step
+from .engines import resolve_encoder, run_engine
 from .errors import AudioError, ConfigError, OutputError, StreamError
-from .frames import MEL_FPS, MEL_STEP, frame_count
+from .frames import frame_count, gather_windows, window_start
 
-__all__ = ["StreamingPipeline", "Latency", "latency_for", "RADIUS", "StreamReport", "run_stream", "save_frames",
-           "check_frames_path"]
+__all__ = ["StreamingPipeline", "StreamPool", "Latency", "latency_for", "RADIUS", "StreamReport", "run_stream",
+           "save_frames", "check_frames_path"]
 
-#: Context rows each side of a frame (upstream's ``get_audio_features``: rows [i-8, i+8)).
-RADIUS = 8
+#: Default context rows each side of a frame (upstream's ``get_audio_features``: rows [i-8, i+8)).
+RADIUS = DEFAULT_RADIUS
 #: Largest piece of a push processed at once (bounds the temporary STFT/encoder memory).
 _PIECE = 4096 * 200
-_ENCODER_MODE = "ave"
 
 
 # --------------------------------------------------------------------------- latency
@@ -76,7 +76,7 @@ class Latency:
     Attributes
     ----------
     samples : int
-        Total, ``ceil(context + window + stft)`` (7240 at 25 fps).
+        Total, ``ceil(context + window + stft)`` (7240 at 25 fps, radius 8).
     sample_rate : int
     fps : float
     context_samples : float
@@ -129,17 +129,14 @@ def latency_for(fps: float = 25, config: MelConfig = SYNCTALK_2D, *, radius: int
     """
     fps = check_fps(fps)
     sr = config.sample_rate
-    context = (radius - 2) * MEL_FPS * config.hop_length / float(fps)
+    context = max(radius - 2, 0) * MEL_FPS * config.hop_length / float(fps)
     window = (mel_step - 1) * config.hop_length
     stft = config.n_fft // 2
     return Latency(samples=int(math.ceil(context + window + stft - 1e-9)), sample_rate=sr, fps=fps,
                    context_samples=context, window_samples=window, stft_samples=stft)
 
 
-# --------------------------------------------------------------------------- encoder rows
-
-
-# --------------------------------------------------------------------------- the stream
+# --------------------------------------------------------------------------- one stream's state
 
 
 def _check_chunk(samples: Any) -> np.ndarray:
@@ -163,37 +160,133 @@ def _check_chunk(samples: Any) -> np.ndarray:
 
 
 class _State:
-    """Mutable stream state; :meth:`StreamingPipeline.push` works on a copy and commits at the end."""
+    """One stream's state; push works on a copy and commits it at the end (arrays are replaced,
+    never mutated in place)."""
 
-    __slots__ = ("n_in", "last", "buf", "buf_at", "n_cols", "mel", "mel_at", "n_win", "ctx", "ctx_at",
-                 "n_out", "finished")
+    __slots__ = ("carry", "mel", "mel_at", "n_win", "ctx", "ctx_at", "n_out", "finished")
 
-    def __init__(self, config: MelConfig) -> None:
-        pad = config.n_fft // 2
-        self.n_in = 0                  # samples received
-        self.last: float | None = None  # last input sample (pre-emphasis carry), float64
-        # Centre-padded pre-emphasised signal from padded index buf_at; buf_at is None while a
-        # reflect-padded stream still waits for n_fft//2 + 1 samples (buf then holds y only).
-        if config.pad_mode == "constant":
-            self.buf = np.zeros(pad, np.float64)
-            self.buf_at: int | None = 0
-        else:
-            self.buf = np.empty(0, np.float64)
-            self.buf_at = None
-        self.n_cols = 0                # final mel columns so far
-        self.mel = np.empty((config.n_mels, 0), np.float32)  # float32 columns [mel_at, n_cols)
+    def __init__(self, config: MelConfig, radius: int) -> None:
+        self.carry: MelCarry = mel_init(config)
+        self.mel = np.empty((config.n_mels, 0), np.float32)  # float32 mel columns [mel_at, carry.n_cols)
         self.mel_at = 0
-        self.n_win = 0                 # windows encoded (features known) so far
-        self.ctx: np.ndarray | None = None  # padded rows [ctx_at, ...), incl. the rows before 0
-        self.ctx_at = -RADIUS
-        self.n_out = 0                 # frames emitted
+        self.n_win = 0                      # windows encoded (features known) so far
+        self.ctx: np.ndarray | None = None  # padded rows [ctx_at, ...), incl. the margin rows before 0
+        self.ctx_at = -radius
+        self.n_out = 0                      # frames emitted
         self.finished = False
 
     def copy(self) -> "_State":
         new = object.__new__(_State)
         for name in self.__slots__:
-            setattr(new, name, getattr(self, name))  # arrays are replaced, never mutated in place
+            setattr(new, name, getattr(self, name))
         return new
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """What a stream's state machine needs to know: mel preset, fps, radius, context, frame shape."""
+
+    config: MelConfig
+    fps: float
+    radius: int
+    context: str
+    shape: tuple[int, ...]
+
+    def empty(self) -> np.ndarray:
+        return np.empty((0, *self.shape), np.float32)
+
+    def windows(self, state: _State, chunk: np.ndarray, *, final: bool) -> np.ndarray:
+        """Consume ``chunk`` (and end the signal if ``final``); return the windows that became ready.
+
+        Returns
+        -------
+        float32 (k, n_mels, 16): windows ``n_win … n_win + k − 1``; their rows go to :meth:`frames`.
+        """
+        carry, cols = mel_step(state.carry, chunk, self.config, final=final)
+        state.carry = carry
+        if cols.shape[1]:
+            state.mel = np.concatenate([state.mel, cols.astype(np.float32)], axis=1)
+        n_cols = carry.n_cols
+        if final:  # the remaining windows, clamped to the last 16 columns like offline
+            T = n_cols
+            idx = np.arange(state.n_win, frame_count(T, self.fps))
+            starts = np.minimum(window_start(idx, self.fps), T - MEL_STEP)
+        else:
+            # Windows final whatever comes next: all 16 columns known (so never clamped: T >=
+            # n_cols + 2) and the window exists for the shortest possible total length.
+            t_min = 1 + carry.n_in // self.config.hop_length
+            n_min = frame_count(t_min, self.fps) if t_min >= MEL_STEP else 0
+            idx = np.arange(state.n_win, n_min)
+            starts = window_start(idx, self.fps)
+            starts = starts[: int(np.searchsorted(starts + MEL_STEP, n_cols, side="right"))]
+        if not starts.shape[0]:
+            return np.empty((0, self.config.n_mels, MEL_STEP), np.float32)
+        return gather_windows(state.mel, starts - state.mel_at)
+
+    def frames(self, state: _State, rows: np.ndarray, *, final: bool) -> np.ndarray:
+        """Append the encoder rows of the windows :meth:`windows` gave; return the frames now final.
+
+        Returns
+        -------
+        float32 (k, *shape): frames ``n_out … n_out + k − 1`` (new arrays)
+        """
+        r = self.radius
+        if rows.shape[0]:
+            if state.ctx is None:  # padded row 0 repeats the first feature; margin rows before it
+                state.ctx = np.concatenate([margin_rows(rows[:1], r, self.context), rows[:1], rows])
+            else:
+                state.ctx = np.concatenate([state.ctx, rows])
+            state.n_win += rows.shape[0]
+        # Future windows need columns >= their start, or >= T - 16 >= n_cols - 14 if clamped.
+        keep_from = max(min(window_start(state.n_win, self.fps), state.carry.n_cols - MEL_STEP), 0)
+        if keep_from > state.mel_at:
+            state.mel = state.mel[:, keep_from - state.mel_at:]
+            state.mel_at = keep_from
+        if state.ctx is None:
+            return self.empty()
+        if final:  # padded row N+1 repeats the last feature; margin rows after it
+            tail = state.ctx[-1:]
+            state.ctx = np.concatenate([state.ctx, tail, margin_rows(tail, r, self.context)])
+            stop = state.n_win + 2
+        else:  # frame j is final once its last context row j + r - 1 (feature j + r - 2) is known
+            stop = state.n_win - r + 2
+        k = stop - state.n_out
+        if k <= 0:
+            return self.empty()
+        first = state.n_out - r - state.ctx_at
+        idx = first + np.arange(k)[:, None] + np.arange(2 * r)[None, :]
+        frames = reshape_for_mode(state.ctx[idx], "ave")
+        state.n_out = stop
+        drop = state.n_out - r - state.ctx_at
+        if drop > 0:
+            state.ctx = state.ctx[drop:]
+            state.ctx_at += drop
+        if final:
+            state.finished, state.ctx = True, None
+            state.mel = np.empty((self.config.n_mels, 0), np.float32)
+        return frames
+
+
+def _concat(parts: list[np.ndarray], geometry: _Geometry) -> np.ndarray:
+    parts = [p for p in parts if p.shape[0]]
+    if not parts:
+        return geometry.empty()
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _geometry(mode: str, fps: "float | None", radius: int, context: str, config: Any) -> _Geometry:
+    check_mode(mode)
+    if mode != "ave":
+        raise ConfigError(f"mode {mode!r} does not stream exactly here; the streaming conv encoder feeds 'ave' "
+                          f"(run pipeline(..., mode={mode!r}) on whole files)")
+    if not isinstance(config, MelConfig):
+        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    radius = check_radius(radius)
+    return _Geometry(config=config, fps=check_fps(MODE_FPS[mode] if fps is None else fps), radius=radius,
+                     context=check_context(context), shape=mode_shape(mode, radius))
+
+
+# --------------------------------------------------------------------------- the stream
 
 
 class StreamingPipeline:
@@ -201,45 +294,39 @@ class StreamingPipeline:
 
     Parameters
     ----------
-    checkpoint : path, state dict, AudioEncoder or OnnxEncoder
+    checkpoint : path, state dict, AudioEncoder, "seeded", an .onnx, or an engine
         As for :func:`synctalk_audio.pipeline`; an exported ``.onnx`` encoder streams through
         onnxruntime without torch.
     mode : "ave"
-        The conv encoder feeds ave frames (32, 16, 16).
+        The conv encoder feeds ave frames.
     fps : float, optional
         Video frame rate (default the mode's: 25).
     device : "auto", "cpu", "cuda", …
     precision : "exact", "fast" or "onnx"; default the checkpoint's own (see ``pipeline``)
     context : "zeros" (upstream) or "edge"
+    radius : 8 or 4
+        Context rows each side of a frame ((32, 16, 16) or (16, 16, 16) frames).
     config : MelConfig
         ``SYNCTALK_2D`` (default, zero STFT padding) or ``WAV2LIP`` (reflect padding).
     batch_size : int, optional
-        The largest encoder batch run at once (default the device's best). Exact features do
-        not depend on it on CPU (the encoder is batch-invariant bit for bit).
+        The largest encoder batch run at once (default the engine's).
     threads : int or None
-        PyTorch intra-op threads for the per-window encoder calls (CPU): set around each call
-        and restored (``torch.set_num_threads`` is process-wide, so other threads using torch
-        meanwhile see it too). 1 (default) costs the least CPU per window and does not stall
-        when the cores are busy (a 2-thread oneDNN call waits for the second core); ``None``
-        leaves torch's setting alone. For an .onnx checkpoint: onnxruntime's intra-op threads
-        (``None``: the usable cores). The frames do not depend on it.
+        CPU threads of the encoder calls: 1 (default) costs the least CPU per window and does
+        not stall when the cores are busy; ``None`` leaves torch's setting alone. For an .onnx
+        checkpoint: onnxruntime's intra-op threads (``None``: the usable cores). The frames do
+        not depend on it.
 
     Notes
     -----
     ``concat(push(c0), push(c1), …, flush())`` equals ``pipeline(concat(c0, c1, …)).frames``
-    (≤ 1e-5; bit-identical on CPU in every case measured). The stream is not thread-safe.
+    bit for bit on CPU. Calls from several threads are serialised (a lock), never interleaved.
 
     Examples
     --------
-    >>> from synctalk_audio import StreamingPipeline, seeded_state_dict
-    >>> sp = StreamingPipeline(checkpoint=seeded_state_dict(0), device="cpu")
-    >>> sp.latency.samples, sp.latency.ms
+    >>> from synctalk_audio import StreamingPipeline
+    >>> sp = StreamingPipeline(checkpoint="seeded", device="cpu")          # doctest: +SKIP
+    >>> sp.latency.samples, sp.latency.ms                                   # doctest: +SKIP
     (7240, 452.5)
-    >>> wav = np.zeros(16000, np.float32)
-    >>> parts = [sp.push(wav[i:i + 320]) for i in range(0, 16000, 320)]   # 20 ms chunks
-    >>> frames = np.concatenate(parts + [sp.flush()])
-    >>> frames.shape                      # N + 2 = 22 + 2
-    (24, 32, 16, 16)
     """
 
     def __init__(
@@ -251,33 +338,21 @@ class StreamingPipeline:
         device: str = "auto",
         precision: "str | None" = None,
         context: str = "zeros",
+        radius: int = RADIUS,
         config: MelConfig = SYNCTALK_2D,
         batch_size: int | None = None,
         threads: int | None = 1,
     ) -> None:
-        from .pipeline import _prepare
-
-        check_mode(mode)
-        if mode != _ENCODER_MODE:
-            raise ConfigError(f"mode {mode!r} takes precomputed features; the streaming conv encoder only feeds 'ave'")
-        self.mode = mode
-        self.fps = check_fps(MODE_FPS[mode] if fps is None else fps)
-        self.context = check_context(context)
-        if not isinstance(config, MelConfig):
-            raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
-        self.config = config
+        self._geo = _geometry(mode, fps, radius, context, config)
+        self.mode, self.fps, self.context, self.radius, self.config = mode, self._geo.fps, context, radius, config
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.threads = check_positive_int("threads", threads)
-        self._shape = mode_shape(mode)
-        from .runtime import OnnxEncoder
-
-        # A loaded OnnxEncoder keeps the threads it was loaded with; a path loads with ours.
-        self._encoder = _prepare(checkpoint, precision=precision, device=device,
-                                 threads=None if isinstance(checkpoint, OnnxEncoder) else self.threads)
+        self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
         self.precision = self._encoder.precision
         self.device = str(self._encoder.device)
-        self._latency = latency_for(self.fps, config)
-        self._state = _State(config)
+        self._latency = latency_for(self.fps, config, radius=radius)
+        self._state = _State(config, radius)
+        self._lock = threading.Lock()
         self._warm_up()
 
     # ----------------------------------------------------------------- public API
@@ -289,13 +364,13 @@ class StreamingPipeline:
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
-        """Shape of one frame, (32, 16, 16) for ave."""
-        return self._shape
+        """Shape of one frame, (32, 16, 16) for ave at radius 8."""
+        return self._geo.shape
 
     @property
     def samples_in(self) -> int:
         """Samples pushed so far."""
-        return self._state.n_in
+        return self._state.carry.n_in
 
     @property
     def frames_out(self) -> int:
@@ -312,12 +387,13 @@ class StreamingPipeline:
 
         ``hop·(s + mel_step - 1) + n_fft//2`` with ``s = int(80·((frame + radius - 2)/fps))``.
         """
-        s = self._start(frame + RADIUS - 2)
+        s = window_start(frame + self.radius - 2, self.fps)
         return self.config.hop_length * (s + MEL_STEP - 1) + self.config.n_fft // 2
 
     def reset(self) -> None:
         """Forget all input and start a new stream (the encoder stays loaded)."""
-        self._state = _State(self.config)
+        with self._lock:
+            self._state = _State(self.config, self.radius)
 
     def push(self, samples: Any) -> np.ndarray:
         """Feed the next chunk; return the frames that became final.
@@ -339,15 +415,15 @@ class StreamingPipeline:
         StreamError
             After :meth:`flush` (call :meth:`reset` first).
         """
-        if self._state.finished:
-            raise StreamError("push() after flush(): the stream has ended; call reset() to start a new one")
         chunk = _check_chunk(samples)
-        state = self._state.copy()
-        out = []
-        for lo in range(0, chunk.shape[0], _PIECE):
-            out.append(self._advance(state, chunk[lo:lo + _PIECE]))
-        self._state = state
-        return self._concat(out)
+        with self._lock:
+            if self._state.finished:
+                raise StreamError("push() after flush(): the stream has ended; call reset() to start a new one")
+            state = self._state.copy()
+            out = [self._advance(state, chunk[lo:lo + _PIECE], final=False)
+                   for lo in range(0, chunk.shape[0], _PIECE)]
+            self._state = state
+        return _concat(out, self._geo)
 
     def flush(self) -> np.ndarray:
         """End the stream: return the remaining frames (the tail that depends on the length).
@@ -365,188 +441,195 @@ class StreamingPipeline:
         StreamError
             Already flushed.
         """
-        if self._state.finished:
-            raise StreamError("flush() called twice: the stream has already ended; call reset() to start a new one")
-        state = self._state.copy()
-        frames = self._finish(state)
-        self._state = state
+        with self._lock:
+            if self._state.finished:
+                raise StreamError("flush() called twice: the stream has already ended; call reset() to start a new one")
+            frame_count(1 + self._state.carry.n_in // self.config.hop_length, self.fps)  # too short: AudioError
+            state = self._state.copy()
+            frames = self._advance(state, np.empty(0, np.float32), final=True)
+            self._state = state
         return frames
 
     def __repr__(self) -> str:
         st = self._state
         return (f"StreamingPipeline(mode={self.mode!r}, fps={self.fps}, context={self.context!r}, "
-                f"device={self.device!r}, pad_mode={self.config.pad_mode!r}, samples_in={st.n_in}, "
-                f"frames_out={st.n_out}, finished={st.finished}, latency={self._latency.ms:g} ms)")
+                f"radius={self.radius}, device={self.device!r}, pad_mode={self.config.pad_mode!r}, "
+                f"samples_in={st.carry.n_in}, frames_out={st.n_out}, finished={st.finished}, "
+                f"latency={self._latency.ms:g} ms)")
 
     # ----------------------------------------------------------------- internals
 
     def _warm_up(self) -> None:
-        """Pay the one-off costs now (window/basis caches, oneDNN kernel set-up), not in the first push."""
+        """Pay the one-off costs now (window/basis caches, kernel set-up), not in the first push."""
         cfg = self.config
-        state = _State(cfg)
-        self._advance(state, np.zeros(cfg.n_fft + cfg.hop_length, np.float32))
+        self._advance(_State(cfg, self.radius), np.zeros(cfg.n_fft + cfg.hop_length, np.float32), final=False)
         self._rows(np.zeros((1, cfg.n_mels, MEL_STEP), np.float32))
 
     def _rows(self, windows: np.ndarray) -> np.ndarray:
-        """float32 (k, 80, 16) windows → (k, 512) rows, equal to offline's (the exact CPU encoder
-        is batch-invariant bit for bit, so any grouping of windows gives the same rows)."""
-        from .pipeline import _windows_encoder
+        """float32 (k, 80, 16) windows → (k, 512) rows through the seam (batch-invariant engines
+        give offline's rows for any grouping)."""
+        return run_engine(self._encoder, windows.shape[0], lambda lo, hi: windows[lo:hi], batch_size=self.batch_size,
+                          threads=None if self._encoder.precision == "onnx" else self.threads)
 
-        encode = _windows_encoder(self._encoder, self.threads)  # torch-free for an OnnxEncoder
-        return encode(windows.shape[0], lambda lo, hi: windows[lo:hi], self._encoder, batch_size=self.batch_size)
+    def _advance(self, state: _State, chunk: np.ndarray, *, final: bool) -> np.ndarray:
+        windows = self._geo.windows(state, chunk, final=final)
+        return self._geo.frames(state, self._rows(windows), final=final)
 
-    def _start(self, i: int) -> int:
-        """Unclamped first mel column of window ``i``: upstream's ``int(80.0 * (i / fps))``."""
-        return int(MEL_FPS * (i / float(self.fps)))
 
-    def _concat(self, parts: list[np.ndarray]) -> np.ndarray:
-        parts = [p for p in parts if p.shape[0]]
-        if not parts:
-            return np.empty((0, *self._shape), np.float32)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _stream_engine(checkpoint: Any, precision: "str | None", device: str, threads: "int | None") -> Any:
+    """The ave engine of a stream: a loaded ONNX engine keeps its threads, a path loads with ours."""
+    from .engines import is_engine
 
-    def _emphasize(self, state: _State, x: np.ndarray) -> np.ndarray:
-        """Pre-emphasis of the new samples with the carried last sample (same float64 ops as offline)."""
-        k = self.config.preemphasis
-        x64 = x.astype(np.float64, copy=False)
-        y = x64.copy()
-        if k != 0.0 and y.shape[0]:
-            y[1:] -= k * x64[:-1]
-            if state.last is not None:
-                y[0] -= k * state.last
-        if x64.shape[0]:
-            state.last = float(x64[-1])
-        return y
+    onnx_loaded = is_engine(checkpoint) and checkpoint.precision == "onnx"
+    return resolve_encoder(checkpoint, mode="ave", precision=precision, device=device,
+                           threads=None if onnx_loaded else threads)
 
-    def _mel_columns(self, state: _State, stop: int) -> None:
-        """Compute mel columns ``[n_cols, stop)`` from the padded buffer; trim the buffer."""
-        cfg = self.config
-        hop, pad = cfg.hop_length, cfg.n_fft // 2
-        if stop > state.n_cols:
-            offset = hop * state.n_cols - state.buf_at
-            spec = stft_frames(state.buf[offset:], 0, stop - state.n_cols, n_fft=cfg.n_fft,
-                               hop_length=hop, win_length=cfg.win_length)
-            db = amp_to_db(linear_to_mel(np.abs(spec), cfg), ref_level_db=cfg.ref_level_db,
-                           min_level_db=cfg.min_level_db)
-            cols = normalize(db, min_level_db=cfg.min_level_db, max_abs_value=cfg.max_abs_value,
-                             symmetric=cfg.symmetric, clip=cfg.clip).astype(np.float32)
-            state.mel = np.concatenate([state.mel, cols], axis=1)
-            state.n_cols = stop
-        # Keep what the next column needs, and the last n_fft//2 + 1 signal samples (reflect end pad).
-        end = state.buf_at + state.buf.shape[0]
-        keep_from = min(hop * state.n_cols, end - (pad + 1))
-        if keep_from > state.buf_at:
-            state.buf = state.buf[keep_from - state.buf_at:]
-            state.buf_at = keep_from
 
-    def _windows(self, state: _State, starts: np.ndarray) -> np.ndarray:
-        """float32 (k, n_mels, 16) windows at mel columns ``starts`` from the kept columns."""
-        rel = np.asarray(starts, dtype=np.intp) - state.mel_at
-        view = np.lib.stride_tricks.sliding_window_view(state.mel.T, MEL_STEP, axis=0)
-        return view[rel]
+# --------------------------------------------------------------------------- many streams
 
-    def _add_features(self, state: _State, feats: np.ndarray) -> None:
-        """Append feature rows (padded rows n_win+1, …); the first also fills row 0 and the rows before."""
-        if feats.shape[0] == 0:
-            return
-        if state.ctx is None:
-            first = feats[:1]
-            before = np.zeros((RADIUS, feats.shape[1]), np.float32) if self.context == "zeros" \
-                else np.repeat(first, RADIUS, axis=0)
-            state.ctx = np.concatenate([before, first, feats])
-            state.ctx_at = -RADIUS
-        else:
-            state.ctx = np.concatenate([state.ctx, feats])
-        state.n_win += feats.shape[0]
 
-    def _emit(self, state: _State, stop: int) -> np.ndarray:
-        """Frames ``[n_out, stop)``: context rows [j-8, j+8) reshaped to the mode; trims the rows."""
-        k = stop - state.n_out
-        if k <= 0:
-            return np.empty((0, *self._shape), np.float32)
-        first = state.n_out - RADIUS - state.ctx_at
-        idx = first + np.arange(k)[:, None] + np.arange(2 * RADIUS)[None, :]
-        frames = state.ctx[idx].reshape(k, *self._shape)
-        state.n_out = stop
-        drop = state.n_out - RADIUS - state.ctx_at
-        if drop > 0:
-            state.ctx = state.ctx[drop:]
-            state.ctx_at += drop
+class StreamPool:
+    """Many independent ave streams sharing one engine: one batched encoder call per push.
+
+    ``pool.push({key: chunk, ...})`` advances every stream given (a new key opens a stream)
+    and encodes *all* windows that became ready, across streams, in one engine call; each
+    stream's frames equal ``pipeline(its audio).frames`` bit for bit on CPU (the exact and
+    onnx engines are batch-invariant), whatever the other streams do.
+
+    Parameters
+    ----------
+    checkpoint, mode, fps, device, precision, context, radius, config, batch_size, threads
+        As for :class:`StreamingPipeline`; every stream shares them.
+
+    Notes
+    -----
+    A bad chunk for one key raises :class:`PoolError` after the other keys of the same push
+    were processed; the failing stream is left as it was (its chunk not consumed). Calls are
+    serialised by a lock.
+
+    Examples
+    --------
+    >>> pool = StreamPool(checkpoint="seeded", device="cpu")                # doctest: +SKIP
+    >>> out = pool.push({"alice": chunk_a, "bob": chunk_b})                   # doctest: +SKIP
+    >>> tail = pool.flush("alice")                                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        checkpoint: Any = None,
+        *,
+        mode: str = "ave",
+        fps: float | None = None,
+        device: str = "auto",
+        precision: "str | None" = None,
+        context: str = "zeros",
+        radius: int = RADIUS,
+        config: MelConfig = SYNCTALK_2D,
+        batch_size: int | None = None,
+        threads: int | None = 1,
+    ) -> None:
+        self._geo = _geometry(mode, fps, radius, context, config)
+        self.mode, self.fps, self.context, self.radius, self.config = mode, self._geo.fps, context, radius, config
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.threads = check_positive_int("threads", threads)
+        self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
+        self.precision = self._encoder.precision
+        self.latency = latency_for(self.fps, config, radius=radius)
+        self._states: dict[Hashable, _State] = {}
+        self._lock = threading.Lock()
+
+    def keys(self) -> list[Hashable]:
+        """The open streams' keys, in the order they were opened."""
+        return list(self._states)
+
+    def reset(self, key: Hashable) -> None:
+        """Forget ``key``'s input (it starts again at its next push)."""
+        with self._lock:
+            self._states.pop(key, None)
+
+    def _encode(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """One engine call for the windows of all streams; the rows split back per stream."""
+        sizes = [w.shape[0] for w in windows]
+        total = sum(sizes)
+        if total == 0:
+            return [np.empty((0, *self._encoder.row_shape), np.float32) for _ in windows]
+        batch = np.concatenate(windows) if len(windows) > 1 else windows[0]
+        rows = run_engine(self._encoder, total, lambda lo, hi: batch[lo:hi],
+                          batch_size=max(total, self.batch_size or 0) if self._encoder.batch_invariant
+                          else self.batch_size,
+                          threads=None if self._encoder.precision == "onnx" else self.threads)
+        return np.split(rows, np.cumsum(sizes)[:-1])
+
+    def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
+        """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
+
+        Raises
+        ------
+        PoolError
+            One or more chunks were bad: ``.errors`` maps their keys to the library error;
+            ``.frames`` holds the frames of the keys that succeeded (their state advanced).
+        """
+        if not isinstance(chunks, Mapping):
+            raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
+        with self._lock:
+            staged: dict[Hashable, tuple[_State, list[np.ndarray]]] = {}
+            errors: dict[Hashable, Exception] = {}
+            for key, samples in chunks.items():
+                try:
+                    chunk = _check_chunk(samples)
+                    state = self._states.get(key) or _State(self.config, self.radius)
+                    if state.finished:
+                        raise StreamError(f"push() for {key!r} after its flush()")
+                    state = state.copy()
+                    staged[key] = (state, [self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
+                                          for lo in range(0, chunk.shape[0], _PIECE)])
+                except (AudioError, StreamError) as exc:
+                    errors[key] = exc
+            keys = list(staged)
+            rows = self._encode([np.concatenate(staged[k][1]) if staged[k][1] else
+                                 np.empty((0, self.config.n_mels, MEL_STEP), np.float32) for k in keys])
+            out = {}
+            for key, r in zip(keys, rows):
+                state = staged[key][0]
+                out[key] = self._geo.frames(state, r, final=False)
+                self._states[key] = state
+        if errors:
+            raise PoolError(errors, out)
+        return out
+
+    def flush(self, key: Hashable) -> np.ndarray:
+        """End ``key``'s stream: return its remaining frames and close it.
+
+        Raises
+        ------
+        StreamError : unknown key
+        AudioError : fewer than 3000 samples in all (the stream stays open)
+        """
+        with self._lock:
+            if key not in self._states:
+                raise StreamError(f"no open stream {key!r}")
+            state = self._states[key]
+            frame_count(1 + state.carry.n_in // self.config.hop_length, self.fps)  # too short: AudioError
+            state = state.copy()
+            windows = self._geo.windows(state, np.empty(0, np.float32), final=True)
+            frames = self._geo.frames(state, self._encode([windows])[0], final=True)
+            del self._states[key]
         return frames
 
-    def _trim_mel(self, state: _State, keep_from: int) -> None:
-        keep_from = max(keep_from, 0)
-        if keep_from > state.mel_at:
-            state.mel = state.mel[:, keep_from - state.mel_at:]
-            state.mel_at = keep_from
 
-    def _advance(self, state: _State, chunk: np.ndarray) -> np.ndarray:
-        """Consume one validated piece: pre-emphasis → STFT/mel → windows → encoder → frames."""
-        cfg = self.config
-        hop, pad, n_fft = cfg.hop_length, cfg.n_fft // 2, cfg.n_fft
-        y = self._emphasize(state, chunk)
-        state.n_in += chunk.shape[0]
-        state.buf = np.concatenate([state.buf, y])
-        if state.buf_at is None:
-            if state.buf.shape[0] < pad + 1:
-                return self._concat([])
-            # Reflect padding at the start: y[pad], y[pad-1], …, y[1].
-            state.buf = np.concatenate([state.buf[pad:0:-1], state.buf])
-            state.buf_at = 0
-        # Column t covers padded[t·hop, t·hop + n_fft): final once that lies inside the input.
-        received = pad + state.n_in
-        self._mel_columns(state, (received - n_fft) // hop + 1 if received >= n_fft else 0)
-        # Windows that can be final whatever comes next: all 16 columns final (hence never
-        # clamped: T >= n_cols + 2) and the window exists for the shortest possible total length.
-        t_min = 1 + state.n_in // hop
-        n_min = frame_count(t_min, self.fps) if t_min >= MEL_STEP else 0
-        i = state.n_win
-        starts = []
-        while i < n_min:
-            s = self._start(i)
-            if s + MEL_STEP > state.n_cols:
-                break
-            starts.append(s)
-            i += 1
-        if starts:
-            self._add_features(state, self._rows(self._windows(state, np.asarray(starts))))
-        # Future windows need columns >= their start, or >= T - 16 >= n_cols - 14 if clamped.
-        self._trim_mel(state, min(self._start(state.n_win), state.n_cols - MEL_STEP))
-        # Frame j is final once its last context row j + radius - 1 (feature j + radius - 2) is known.
-        if state.ctx is None:
-            return self._concat([])
-        return self._emit(state, state.n_win - RADIUS + 2)
+class PoolError(StreamError):
+    """Some chunks of a :meth:`StreamPool.push` were bad.
 
-    def _finish(self, state: _State) -> np.ndarray:
-        cfg = self.config
-        hop, pad = cfg.hop_length, cfg.n_fft // 2
-        n = state.n_in
-        T = 1 + n // hop
-        N = frame_count(T, self.fps)  # AudioError (too short) before anything changes
-        if state.buf_at is None:  # reflect stream shorter than n_fft//2 + 1 samples: pad it whole
-            state.buf = center_pad(state.buf, cfg.n_fft, cfg.pad_mode)
-            state.buf_at = 0
-        elif cfg.pad_mode == "constant":
-            state.buf = np.concatenate([state.buf, np.zeros(pad, np.float64)])
-        else:  # reflect end: y[n-2], y[n-3], …, y[n-1-pad]
-            state.buf = np.concatenate([state.buf, state.buf[-pad - 1:-1][::-1]])
-        self._mel_columns(state, T)
-        # The remaining windows, clamped to the last 16 columns like offline.
-        idx = np.arange(state.n_win, N)
-        starts = np.minimum((MEL_FPS * (idx.astype(np.float64) / float(self.fps))).astype(np.int64), T - MEL_STEP)
-        feats = self._rows(self._windows(state, starts))
-        self._add_features(state, feats)
-        # Padded row N+1 repeats the last feature; then the rows after the end.
-        tail = state.ctx[-1:]
-        after = np.zeros((RADIUS, tail.shape[1]), np.float32) if self.context == "zeros" \
-            else np.repeat(tail, RADIUS, axis=0)
-        state.ctx = np.concatenate([state.ctx, tail, after])
-        frames = self._emit(state, N + 2)
-        state.finished = True
-        state.buf = np.empty(0, np.float64)
-        state.mel = np.empty((cfg.n_mels, 0), np.float32)
-        state.ctx = None
-        return frames
+    Attributes
+    ----------
+    errors : dict key → library error (those streams are unchanged)
+    frames : dict key → frames, for the keys that succeeded
+    """
+
+    def __init__(self, errors: Mapping[Hashable, Exception], frames: Mapping[Hashable, np.ndarray]) -> None:
+        self.errors, self.frames = dict(errors), dict(frames)
+        first = next(iter(self.errors.items()))
+        super().__init__(f"{len(self.errors)} stream(s) rejected their chunk, e.g. {first[0]!r}: {first[1]}")
 
 
 # --------------------------------------------------------------------------- measuring a stream
@@ -721,34 +804,18 @@ def check_frames_path(path: "str | os.PathLike") -> Path:
     return p
 
 
-def save_frames(frames: np.ndarray, path: "str | os.PathLike") -> Path:
+def save_frames(frames: np.ndarray, path: "str | os.PathLike", *, overwrite: bool = False) -> Path:
     """Write ``frames`` to ``path`` as .npy, atomically (temp sibling + rename).
 
-    The file is written at exactly ``path`` (no ``.npy`` is appended).
+    The file is written at exactly ``path`` (no ``.npy`` is appended). An existing non-empty
+    file is replaced only with ``overwrite=True``; a directory, device, FIFO or socket never.
 
     Raises
     ------
     OutputError
-        The folder is missing or not writable, ``path`` is a directory, or the disk is full;
-        nothing is left behind.
+        The folder is missing or not writable, ``path`` is not a regular file, exists without
+        ``overwrite``, or the disk is full; nothing is left behind.
     """
     p = check_frames_path(path)
-    fd, tmp = None, None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fd = None
-            np.save(fh, np.asarray(frames), allow_pickle=False)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, p)
-        tmp = None
-    except OSError as exc:
-        raise OutputError(f"cannot write {p}: {exc.strerror or exc}") from None
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    save_npy(p, frames, overwrite=overwrite)
     return p

@@ -38,11 +38,15 @@ def test_invalid_mel_config(kwargs, match):
         sa.MelConfig(**kwargs)
 
 
-def test_frame_config_and_modes():
-    assert sa.FrameConfig().fps == 25
-    with pytest.raises(sa.ConfigError, match="fps"):
-        sa.FrameConfig(fps=0)
+def test_modes_and_radii():
     assert sa.mode_shape("wenet") == (256, 16, 32) and sa.MODE_FPS["wenet"] == 20
+    assert {m: sa.mode_shape(m, 4) for m in sa.MODES} == {"ave": (16, 16, 16), "hubert": (16, 32, 32),
+                                                         "wenet": (128, 16, 32)}
+    assert all(sa.mode_shape(m) == s for m, s in sa.MODES.items())
+    with pytest.raises(sa.ConfigError, match="radius"):
+        sa.mode_shape("ave", 6)
+    with pytest.raises(sa.ConfigError, match="unknown mode"):
+        sa.mode_shape(["ave"])
 
 
 def test_error_family():

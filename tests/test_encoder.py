@@ -10,14 +10,9 @@ import pytest
 import torch
 
 import synctalk_audio as sa
-from synctalk_audio.encoder import (
-    AudioEncoder,
-    encode_batch,
-    load_encoder,
-    resolve_device,
-    seeded_state_dict,
-    state_dict_sha256,
-)
+from synctalk_audio.encoder import AudioEncoder, load_encoder, resolve_device, state_dict_sha256
+from synctalk_audio.engines import encode_batch
+from synctalk_audio.seeded import seeded_state_dict
 
 from .conftest import golden_array
 

@@ -14,19 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import synctalk_audio as sa
-import synctalk_audio.encoder as enc_mod
+import synctalk_audio.engines as engines_mod
+import synctalk_audio.torch_engines as enc_mod
 from synctalk_audio.context import frames_for_mode, pad_context
-from synctalk_audio.encoder import (
-    AudioEncoder,
-    PreparedEncoder,
-    encode_batch,
-    encode_windows,
-    encoder_flops,
-    fold_batchnorm,
-    layer_shapes,
-    prepare_encoder,
-)
-from synctalk_audio.pipeline import PRECISIONS
+from synctalk_audio.encoder import AudioEncoder, fold_batchnorm
+from synctalk_audio.engines import PRECISIONS, encode_batch, resolve_encoder, run_engine
+from synctalk_audio.flops import encoder_flops, layer_shapes
+from synctalk_audio.torch_engines import PreparedEncoder, prepare_encoder
+
+
+def encode_windows(n, get, encoder, **kw):
+    """The seam's batching loop on a checkpoint-like encoder (CPU)."""
+    return run_engine(resolve_encoder(encoder, device="cpu"), n, get, **kw)
 
 from .conftest import FULL_CLIPS, ROOT, golden_array, golden_input
 
@@ -229,19 +228,17 @@ def test_flop_count():
 
 
 def test_silent_windows_run_once_and_give_the_same_rows(demo_wav, seeded_encoder, monkeypatch):
-    pmod = sys.modules["synctalk_audio.pipeline"]  # the module (sa.pipeline is the function)
     wav = np.concatenate([np.zeros(16000, np.float32), demo_wav[:20000], np.zeros(9000, np.float32), demo_wav])
     mel = sa.melspectrogram(wav)
-    starts = sa.window_starts(mel.shape[1], 25)
-    varying, constant, values = pmod._constant_windows(np.asarray(mel, np.float32), starts)
+    varying, constant, values = sa.window(mel, 25).constant_runs()
     assert constant.size > 10 and np.all(values == -4.0)
-    every = encode_batch(sa.window(mel, 25), seeded_encoder, device="cpu")  # no shortcut
+    every = encode_batch(np.asarray(sa.window(mel, 25)), seeded_encoder, device="cpu")  # no shortcut
     out = sa.pipeline(wav, checkpoint=seeded_encoder, device="cpu")
     assert np.array_equal(out.features, every)
     # the shortcut encodes only the varying windows plus one silent window
     seen = []
-    real = enc_mod.encode_windows
-    monkeypatch.setattr(enc_mod, "encode_windows", lambda n, *a, **k: seen.append(n) or real(n, *a, **k))
+    real = engines_mod.run_engine
+    monkeypatch.setattr(engines_mod, "run_engine", lambda e, n, *a, **k: seen.append(n) or real(e, n, *a, **k))
     sa.pipeline(wav, checkpoint=seeded_encoder, device="cpu")
     assert sorted(seen) == [1, varying.size]
 

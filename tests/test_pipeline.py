@@ -74,7 +74,10 @@ def test_edge_context(seeded_encoder, result):
 
 
 @pytest.mark.parametrize("kwargs,err,match", [
-    ({"mode": "hubert"}, sa.ConfigError, "precomputed"),
+    ({"mode": "hubert"}, sa.CheckpointError, "HubertModel"),
+    ({"mode": []}, sa.ConfigError, "unknown mode"),
+    ({"fps": 1e-300}, sa.ConfigError, "fps"),
+    ({"radius": 3}, sa.ConfigError, "radius"),
     ({"mode": "nope"}, sa.ConfigError, "unknown mode"),
     ({"fps": 0}, sa.ConfigError, "fps"),
     ({"fps": -25}, sa.ConfigError, "fps"),

@@ -154,7 +154,7 @@ def test_state_stays_bounded(sp, demo_wav):
     for i in range(0, wav.shape[0], CHUNK_20MS):
         sp.push(wav[i:i + CHUNK_20MS])
         st_ = sp._state
-        worst = [max(worst[0], st_.buf.shape[0]), max(worst[1], st_.mel.shape[1]),
+        worst = [max(worst[0], st_.carry.buf.shape[0]), max(worst[1], st_.mel.shape[1]),
                  max(worst[2], 0 if st_.ctx is None else st_.ctx.shape[0])]
     assert worst[0] < 800 + CHUNK_20MS      # STFT overlap + one chunk
     assert worst[1] <= 16 + 16 + 4           # one window plus the clamp reserve
@@ -276,7 +276,7 @@ def test_empty_and_odd_but_valid_chunks(sp, demo_wav, seeded_encoder):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"mode": "hubert"}, "only feeds 'ave'"),
+    ({"mode": "hubert"}, "does not stream exactly"),
     ({"mode": "nope"}, "unknown mode"),
     ({"precision": "half"}, "precision"),
     ({"context": "mirror"}, "unknown context"),
