@@ -1,28 +1,44 @@
 # The two commands a fresh machine needs: `make demo` and `make test`.
-# Both create .venv, install the CPU torch wheel pinned in constraints.txt and the package.
-PYTHON ?= python3
-VENV   ?= .venv
-PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip
-EXTRAS ?= dev,plot,export
-comma  := ,
-STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+# Both create .venv, install torch 2.13.0 (pinned in constraints.txt) and the package with
+# the extras they need. Which torch build you get depends on the index pip sees:
+#   - on the project machines the pin resolves to a local CPU wheel;
+#   - on a machine with only the public PyPI index it resolves to the CUDA build (~3 GB of
+#     NVIDIA libraries). For the CPU build there, name PyTorch's CPU index:
+#       make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+#   - GPU users: `make ... TORCH_INDEX=https://download.pytorch.org/whl/cu128` (your CUDA).
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+# Everything the test suite imports (dev already lists the runtimes; the others keep the
+# suite honest if dev shrinks).
+EXTRAS      ?= dev,plot,export,onnx,hubert,wenet,ray
+DEMO_EXTRAS ?= torch,plot
+TORCH_INDEX ?=
+CONSTRAINT  := PIP_CONSTRAINT=$(CURDIR)/constraints.txt
+TORCH_FROM  := $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX),)
+comma       := ,
+STAMP        = $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup test demo bench golden clean
+.PHONY: setup test demo bench golden golden-ave golden-hubert golden-wenet clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/.installed-%: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) install -q torch==2.13.0
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) install -q -e '.[$(EXTRAS)]'
+	$(PIP) install -q --upgrade pip "setuptools>=77" wheel
+	$(CONSTRAINT) $(PIP) install -q $(TORCH_FROM) torch==2.13.0
+	$(CONSTRAINT) $(PIP) install -q -e '.[$(EXTRAS)]'
 	touch $@
 
+# PYTEST_ARGS passes options through (e.g. PYTEST_ARGS="-x tests/test_install.py"). pytest's own
+# exit status is kept in $(VENV)/.pytest-rc for .ci/run (make itself only says 2 on failure).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	@rm -f $(VENV)/.pytest-rc
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; echo $$rc > $(VENV)/.pytest-rc; exit $$rc
 
-demo: $(STAMP)
+demo:
+	$(MAKE) setup EXTRAS=$(DEMO_EXTRAS)
 	$(VENV)/bin/synctalk-audio demo -o demo_output
 
 # BENCH_ARGS="--long" adds the 1-hour run. librosa 0.10.1 (the baseline) imports pkg_resources,
@@ -43,12 +59,38 @@ $(BENCH_SITE)/pkg_resources/__init__.py:
 	mv $(BENCH_SITE).tmp/pkg_resources $(BENCH_SITE)/pkg_resources
 	rm -rf $(BENCH_SITE).tmp
 
-# Regenerates the golden files with the independent oracle (librosa 0.10.1 in /tmp/oracle).
-golden:
+# Regenerates the golden files with the independent oracles, each in its own throw-away venv
+# under /tmp (never this package): librosa 0.10.1 for ave, transformers 4.x for hubert,
+# torchaudio's kaldi.py (only that file: installed --no-deps, its compiled part does not load
+# against current torch) + kaldi-native-fbank + onnxruntime for wenet. An oracle whose script
+# is absent is skipped. `make golden-ave` / `golden-hubert` / `golden-wenet` run one of them.
+
+golden: golden-ave golden-hubert golden-wenet
+
+golden-ave:
 	test -x /tmp/oracle/bin/python || ( $(PYTHON) -m venv /tmp/oracle && \
-	  /tmp/oracle/bin/pip install torch==2.13.0 librosa==0.10.1 soundfile scipy && \
+	  $(CONSTRAINT) /tmp/oracle/bin/pip install $(TORCH_FROM) torch==2.13.0 && \
+	  /tmp/oracle/bin/pip install librosa==0.10.1 soundfile scipy && \
 	  /tmp/oracle/bin/pip install "setuptools<70" )
 	/tmp/oracle/bin/python golden/make_golden.py
+
+golden-hubert:
+	@if [ -f golden/make_golden_hubert.py ]; then \
+	  ( test -x /tmp/oracle-hubert/bin/python || ( $(PYTHON) -m venv /tmp/oracle-hubert && \
+	    $(CONSTRAINT) /tmp/oracle-hubert/bin/pip install $(TORCH_FROM) torch==2.13.0 && \
+	    /tmp/oracle-hubert/bin/pip install "transformers>=4.45,<5" librosa==0.10.1 soundfile soxr scipy && \
+	    /tmp/oracle-hubert/bin/pip install "setuptools<70" ) ) && \
+	  /tmp/oracle-hubert/bin/python golden/make_golden_hubert.py; \
+	else echo "golden-hubert: golden/make_golden_hubert.py not present, skipped"; fi
+
+golden-wenet:
+	@if [ -f golden/make_golden_wenet.py ]; then \
+	  ( test -x /tmp/oracle-wenet/bin/python || ( $(PYTHON) -m venv /tmp/oracle-wenet && \
+	    $(CONSTRAINT) /tmp/oracle-wenet/bin/pip install $(TORCH_FROM) torch==2.13.0 && \
+	    /tmp/oracle-wenet/bin/pip install kaldi-native-fbank onnxruntime soundfile soxr && \
+	    /tmp/oracle-wenet/bin/pip install --no-deps torchaudio ) ) && \
+	  /tmp/oracle-wenet/bin/python golden/make_golden_wenet.py; \
+	else echo "golden-wenet: golden/make_golden_wenet.py not present, skipped"; fi
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

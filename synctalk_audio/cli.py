@@ -71,13 +71,20 @@ def _number(text: str) -> float:
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     """``--mode --fps --device --precision --context --batch-size``."""
-    from .config import CONTEXT_MODES, MODES
-    from .pipeline import PRECISIONS
+    from .config import CONTEXT_MODES, MODES, RADII
+    from .engines import PRECISIONS
 
     g = parser.add_argument_group("pipeline options")
     g.add_argument("--mode", default="ave", choices=list(MODES),
-                   help="U-Net audio mode; the conv encoder feeds 'ave' (32,16,16) (default: ave)")
-    g.add_argument("--fps", type=_number, default=None, help="video frame rate (default: the mode's, 25 for ave)")
+                   help="front end: 'ave' (conv encoder, --checkpoint audio_visual_encoder.pth), 'hubert' "
+                        "(--checkpoint a HuggingFace HuBERT directory), 'wenet' (--checkpoint encoder.onnx) "
+                        "(default: ave)")
+    g.add_argument("--radius", type=int, default=8, choices=list(RADII),
+                   help="context rows each side of a frame: 8 (SyncTalk_2D, the seed) or 4 (Ultralight since "
+                        "mid-2025, LiveTalking) (default: 8)")
+    g.add_argument("--fps", type=_number, default=None,
+                   help="video frame rate (default: the mode's: 25 for ave/hubert, 20 for wenet; fixed for "
+                        "hubert/wenet)")
     g.add_argument("--device", default="auto", help="'auto' (CUDA when available; the default), 'cpu', 'cuda', 'cuda:1', …")
     g.add_argument("--precision", default=None, choices=list(PRECISIONS),
                    help="'exact' (the default for a .pth) reproduces the upstream recipe bit for bit; 'fast' "
@@ -104,13 +111,26 @@ def _add_checkpoint(parser: argparse.ArgumentParser, *, required: bool) -> None:
              "'seeded' for the deterministic UNTRAINED seeded_state_dict(0) weights (tests/demos only)")
 
 
-def load_weights(spec: str, device: str = "auto", *, threads: "int | None" = None) -> tuple[Any, dict[str, Any]]:
+def load_weights(spec: str, device: str = "auto", *, threads: "int | None" = None,
+                 mode: str = "ave") -> tuple[Any, dict[str, Any]]:
     """``--checkpoint`` value → (encoder, weights_info dict).
 
-    ``"seeded"`` = seeded_state_dict(0); a ``.pth`` → AudioEncoder; an ``.onnx`` →
+    ave: ``"seeded"`` = seeded_state_dict(0); a ``.pth`` → AudioEncoder; an ``.onnx`` →
     OnnxEncoder (onnxruntime, ``threads`` intra-op threads; torch is not imported).
+    hubert/wenet: the mode's engine from :func:`synctalk_audio.resolve_encoder`, described by
+    its ``provenance``.
     """
     from .dataset import weights_info
+
+    if mode != "ave":
+        from .engines import resolve_encoder
+
+        engine = resolve_encoder(spec, mode=mode, device=device, threads=threads)
+        prov = dict(getattr(engine, "provenance", {}) or {})
+        untrained = bool(prov.get("untrained") or prov.get("untrained_seeded"))
+        return engine, {"checkpoint": str(spec), **prov, "untrained_seeded": untrained,
+                        "note": ("UNTRAINED stand-in weights: the numbers check a port, they are not real features"
+                                 if untrained else "")}
     from .runtime import is_onnx_model, load_onnx_encoder
 
     if is_onnx_model(spec):
@@ -142,17 +162,24 @@ def _warn_untrained(args: argparse.Namespace, weights: dict[str, Any]) -> None:
 
 
 def _emit_json(obj: Any) -> None:
-    from .dataset import _jsonable
+    from ._io import jsonable
 
-    print(json.dumps(_jsonable(obj), indent=2, allow_nan=False))
+    print(json.dumps(jsonable(obj), indent=2, allow_nan=False))
 
 
 def _run_pipeline(args: argparse.Namespace, audio: Any, encoder: Any) -> Any:
     from .pipeline import pipeline
 
     return pipeline(audio, checkpoint=encoder, mode=args.mode, fps=args.fps, precision=args.precision,
-                    device=args.device, context=args.context, batch_size=args.batch_size,
-                    progress=_progress(args))
+                    device=args.device, context=args.context, radius=getattr(args, "radius", 8),
+                    batch_size=args.batch_size, progress=_progress(args))
+
+
+def _counts(meta: dict[str, Any]) -> str:
+    """"N windows, N+2 frames (N+2)" for ave; "M frames" for hubert/wenet (one row per frame)."""
+    if meta.get("n_windows") is None:
+        return f"{meta['n_frames']} frames"
+    return f"{meta['n_windows']} windows, {meta['n_frames']} frames (N+2)"
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -162,6 +189,8 @@ def _shape(shape: Sequence[int]) -> str:
 def _describe_outputs(out: Path, meta: dict[str, Any]) -> list[str]:
     shapes = meta["shapes"]
     kind = meta["dataset"]["kind"]
+    if meta.get("mode", "ave") != "ave":  # hubert/wenet: the files as written
+        return [f"  {name}" for name in sorted(meta.get("sha256", {}))] + ["  metadata.json"]
     rows = [("mel_spectrogram.npy", "float64", shapes["mel_spectrogram"])]
     if kind != "features":
         rows.append(("mel_windows.npy", "float32", shapes["mel_windows"]))
@@ -197,8 +226,8 @@ def _summary(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
         "fps": meta["fps"],
         "context": meta["context"],
         "precision": meta.get("precision"),
-        "n_mel_frames": meta["n_mel_frames"],
-        "n_windows": meta["n_windows"],
+        "n_mel_frames": meta.get("n_mel_frames"),
+        "n_windows": meta.get("n_windows"),
         "n_frames": meta["n_frames"],
         "shapes": meta["shapes"],
         "n_npy_files": len(meta["sha256"]),
@@ -210,7 +239,7 @@ def _write_command(args: argparse.Namespace, kind: str) -> int:
     from .dataset import check_output_dir, write_features, write_reference
 
     check_output_dir(args.output, overwrite=args.force)  # fail before the long work
-    encoder, weights = load_weights(args.checkpoint, args.device)
+    encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode)
     result = _run_pipeline(args, args.audio, encoder)
     if kind == "features":
         meta = write_features(result, args.output, weights=weights, overwrite=args.force, frames=args.frames)
@@ -222,8 +251,8 @@ def _write_command(args: argparse.Namespace, kind: str) -> int:
     if args.json:
         _emit_json(_summary(out, meta))
         return 0
-    _say(args, f"{args.audio} ({meta['duration_s']:.2f} s) → {out}/: {meta['n_windows']} windows, "
-               f"{meta['n_frames']} frames (N+2), mode {meta['mode']}, {meta['fps']} fps, context {meta['context']}")
+    _say(args, f"{args.audio} ({meta['duration_s']:.2f} s) → {out}/: {_counts(meta)}, mode {meta['mode']}, "
+               f"{meta['fps']} fps, radius {meta.get('radius', 8)}, context {meta['context']}")
     _say(args, _weights_line(weights))
     for line in _describe_outputs(out, meta):
         _say(args, line)
@@ -292,11 +321,11 @@ def _write_many(args: argparse.Namespace) -> int:
     error line naming the file (the directories already written stay complete).
     """
     from .dataset import write_features
-    from .pipeline import _prepare
+    from .engines import resolve_encoder
 
     plan = _plan_many(args.audio, args.output, overwrite=args.force)  # fail before the long work
-    encoder, weights = load_weights(args.checkpoint, args.device)
-    encoder = _prepare(encoder, precision=args.precision, device=args.device)  # once, not per file
+    encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode)
+    encoder = resolve_encoder(encoder, mode=args.mode, precision=args.precision, device=args.device)  # once
     Path(args.output).expanduser().mkdir(exist_ok=True)
     summaries = []
     for done, (audio, out) in enumerate(plan):
@@ -309,8 +338,7 @@ def _write_many(args: argparse.Namespace) -> int:
             raise type(exc)(f"{where}{text} ({done} of {len(plan)} inputs written to {args.output} before it)") \
                 from None
         summaries.append(_summary(out, meta))
-        _say(args, f"{audio} ({meta['duration_s']:.2f} s) → {out}/: {meta['n_windows']} windows, "
-                   f"{meta['n_frames']} frames (N+2)")
+        _say(args, f"{audio} ({meta['duration_s']:.2f} s) → {out}/: {_counts(meta)}")
     _warn_untrained(args, weights)
     if args.json:
         _emit_json(summaries)
@@ -446,7 +474,7 @@ def _run_plot(args: argparse.Namespace) -> int:
         plot_features(args.audio, path=args.output, dpi=args.dpi)
         weights = None
     else:
-        encoder, weights = load_weights(args.checkpoint, args.device)
+        encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode)
         result = _run_pipeline(args, args.audio, encoder)
         note = ("UNTRAINED seeded weights (seeded_state_dict(0)): not the real audio_visual_encoder.pth"
                 if weights.get("untrained_seeded") else None)
@@ -488,7 +516,7 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .dataset import UNTRAINED_NOTE, _write
+    from .dataset import UNTRAINED_NOTE, write_reference
     from .encoder import resolve_device
 
     out = Path(args.output)
@@ -511,8 +539,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         (tmp / "README.txt").write_text(_DEMO_README.format(audio=args.audio, duration=meta_src["duration_s"],
                                                            sha=weights["state_dict_sha256"], out=out))
 
-    meta = _write(result, out, kind="reference", checkpoint=None, weights=weights, overwrite=True,
-                  progress=_progress(args), extra_meta={"demo": UNTRAINED_NOTE}, extra=extras)
+    meta = write_reference(result, out, weights=weights, overwrite=True, progress=_progress(args),
+                           extra_meta={"demo": UNTRAINED_NOTE}, extra_files=extras, output_kind="demo")
     if args.json:
         summary = _summary(out, meta)
         summary["plot"] = str(out / "demo_features.png")

@@ -2,7 +2,9 @@
 
 Every export writes the artifact and a JSON beside it (``encoder.onnx`` + ``encoder.onnx.json``
 …) atomically: both are built and verified in a temporary sibling folder, then renamed into
-place, so a failed or interrupted export leaves nothing half-written.
+place, so a failed or interrupted export (SIGTERM included) leaves nothing half-written. An
+existing artifact is replaced only with ``overwrite=True`` (CLI ``--force``) and only when its
+``.json`` says synctalk-audio exported it (:mod:`synctalk_audio._io`'s output rule).
 
 - ``onnx`` → ``encoder.onnx``: BatchNorm folded, opset 17, ``mel_input`` float32
   (batch, 1, 80, 16) → ``features`` float32 (batch, 512) with a dynamic batch axis.
@@ -36,7 +38,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -51,7 +52,8 @@ from torch import nn
 
 from . import __version__
 from .config import PRESETS
-from .dataset import _file_sha256
+from . import _io
+from ._io import file_sha256
 from .encoder import FEATURE_DIM, AudioEncoder, fold_batchnorm, load_encoder, seeded_state_dict, state_dict_sha256
 from .errors import CheckpointError, ConfigError, OutputError, ShapeError, SyncTalkAudioError
 
@@ -98,6 +100,7 @@ _DESCRIPTION = ("SyncTalk_2D AudioEncoder: mel windows (batch, 1, 80, 16) from t
 _PRECISIONS = ("float32", "float16")
 _SEEDED = re.compile(r"seeded(?::(\d+))?")
 _EXTRA_HINT = "pip install 'synctalk-audio[export]'"
+_MAX_SIDECAR_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def _resolve(source: Any) -> _Resolved:
         else:
             path = Path(text)
             encoder, label = load_encoder(path, device="cpu"), str(path)
-            file_sha = _file_sha256(path)
+            file_sha = file_sha256(path)
     else:
         raise CheckpointError(
             f"checkpoint must be a path, a state dict, an AudioEncoder or 'seeded', got {type(source).__name__}")
@@ -293,12 +296,48 @@ def _shape_meta(batch: Any) -> dict[str, Any]:
     }
 
 
-def _target(path: "str | os.PathLike", suffix: str) -> Path:
+def _is_our_export(path: Path) -> bool:
+    """True when ``<path>.json`` (or ``path`` itself, for the sidecar) is an export sidecar of ours."""
+    sidecar = path if path.name.endswith(".json") else path.with_name(path.name + ".json")
+    try:
+        meta = _io.read_json(sidecar, max_bytes=_MAX_SIDECAR_BYTES)
+    except OutputError:
+        return False
+    return isinstance(meta, dict) and meta.get("library") == _io.LIBRARY and meta.get("file") == (
+        path.name[:-len(".json")] if path.name.endswith(".json") else path.name)
+
+
+def _check_dest(dest: Path, *, overwrite: bool) -> bool:
+    """The output rule for an artifact: True when an existing one of ours will be replaced."""
+    if dest.suffix != ".mlpackage":
+        return _io.check_file_target(dest, overwrite=overwrite, is_ours=_is_our_export)
+    if os.path.lexists(dest) and not dest.is_dir():
+        raise OutputError(f"cannot write {dest}: a file is in the way (a .mlpackage is a folder)")
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return dest.is_dir()
+    if not overwrite:
+        raise OutputError(f"output {dest} exists; choose a new path or replace it (overwrite=True, CLI --force)")
+    if dest.is_symlink() or not _is_our_export(dest):
+        raise OutputError(f"output {dest} was not exported by synctalk-audio (no matching {dest.name}.json); "
+                          "refusing to replace it")
+    return True
+
+
+def _check_target(path: "str | os.PathLike", suffix: str, *, overwrite: bool = False) -> Path:
+    """The destination (and its ``.json``) checked against the output rule; nothing is created."""
     dest = Path(path)
     if dest.suffix != suffix:
         raise OutputError(f"export path {dest} must end with {suffix!r}")
     if dest.exists() and (dest.is_dir() != (suffix == ".mlpackage")):
         raise OutputError(f"cannot write {dest}: a {'folder' if dest.is_dir() else 'file'} is in the way")
+    _check_dest(dest, overwrite=overwrite)
+    _io.check_file_target(dest.with_name(dest.name + ".json"), overwrite=overwrite, is_ours=_is_our_export)
+    return dest
+
+
+def _target(path: "str | os.PathLike", suffix: str, *, overwrite: bool = False) -> Path:
+    """:func:`_check_target`, then the output folder is created."""
+    dest = _check_target(path, suffix, overwrite=overwrite)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -308,27 +347,22 @@ def _target(path: "str | os.PathLike", suffix: str) -> Path:
     return dest
 
 
-def _install(tmp: Path, dest: Path, trash: Path) -> None:
-    """Rename ``tmp`` onto ``dest``; an existing folder is first moved into ``trash``."""
-    if tmp.is_dir() and dest.exists():
-        os.replace(dest, trash / (dest.name + ".old"))
-    os.replace(tmp, dest)
-
-
-def _write_atomically(dest: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Build into a temporary sibling folder (``build(tmp_artifact)`` returns the JSON dict),
-    write the JSON there too, then rename both into place."""
+def _write_atomically(dest: Path, build: Callable[[Path], dict[str, Any]], *, overwrite: bool) -> dict[str, Any]:
+    """Build into a hidden temp sibling folder (``build(tmp_artifact)`` returns the JSON dict),
+    write the JSON there too, then rename both into place (artifact first: a stale JSON never
+    describes a new artifact, its sha256 would not match). The temp folder never outlives the
+    call, SIGTERM included."""
     meta_dest = dest.with_name(dest.name + ".json")
     try:
-        with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
-            tmp_dir = Path(tmp)
-            tmp_art = tmp_dir / dest.name
+        with _io.scratch_dir(dest) as tmp:
+            tmp_art = tmp / dest.name
             meta = build(tmp_art)
             meta["file"] = dest.name
-            tmp_meta = tmp_dir / meta_dest.name
-            tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
-            _install(tmp_art, dest, tmp_dir)
-            _install(tmp_meta, meta_dest, tmp_dir)
+            tmp_meta = _io.write_json(tmp / meta_dest.name, meta, atomic=False)
+            replace = _check_dest(dest, overwrite=overwrite)
+            _io.check_file_target(meta_dest, overwrite=overwrite, is_ours=_is_our_export)
+            _io.install(tmp_art, dest, replace=replace)
+            _io.install(tmp_meta, meta_dest, replace=False)
     except OSError as exc:
         raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return meta
@@ -413,6 +447,7 @@ def export_onnx(
     preset: str = "synctalk_2d",
     verify: bool = True,
     verify_batch: int = 8,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Write ``path`` (.onnx): BatchNorm folded, dynamic batch, checked with ``onnx.checker``.
 
@@ -425,6 +460,8 @@ def export_onnx(
     verify : run onnxruntime on :func:`verification_windows` and refuse to write the file when it
         differs from PyTorch by more than ``FLOAT32_REL_TOL × max|features|``
     verify_batch : verification batch size (≠ 1 exercises the dynamic batch axis)
+    overwrite : replace an existing artifact (and its ``.json``) exported earlier by synctalk-audio;
+        without it an existing non-empty one is refused (OutputError, CLI ``--force``)
 
     Returns
     -------
@@ -441,7 +478,7 @@ def export_onnx(
         raise ConfigError(f"ONNX opset must be an integer >= 17, got {opset!r}")
     preset = _check_preset(preset)
     resolved = _resolve(encoder_or_checkpoint)
-    dest = _target(path, ".onnx")
+    dest = _target(path, ".onnx", overwrite=overwrite)
     encoder, provenance = resolved.encoder, dict(resolved.provenance)
     folded = fold_batchnorm(encoder)
     windows = verification_windows(verify_batch)
@@ -471,7 +508,7 @@ def export_onnx(
         meta = _base_meta("onnx", provenance, preset, "batch", True, _versions("onnx", "onnxruntime"))
         meta["opset"] = opset
         meta["ops"] = ops
-        meta["sha256"] = _file_sha256(tmp)
+        meta["sha256"] = file_sha256(tmp)
         if verify:
             ort_version = _version("onnxruntime")
             ver = _verification(f"onnxruntime {ort_version} (CPUExecutionProvider)", lambda x: run_onnx(tmp, x),
@@ -481,7 +518,7 @@ def export_onnx(
             meta["verification"] = ver
         return meta
 
-    return _finish("onnx", dest, _write_atomically(dest, build))
+    return _finish("onnx", dest, _write_atomically(dest, build, overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------- TorchScript
@@ -509,6 +546,7 @@ def export_torchscript(
     preset: str = "synctalk_2d",
     verify: bool = True,
     verify_batch: int = 8,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Write ``path`` (.pt): the encoder traced with ``torch.jit.trace`` (any batch size).
 
@@ -527,7 +565,7 @@ def export_torchscript(
     """
     preset = _check_preset(preset)
     resolved = _resolve(encoder_or_checkpoint)
-    dest = _target(path, ".pt")
+    dest = _target(path, ".pt", overwrite=overwrite)
     encoder, provenance = resolved.encoder, dict(resolved.provenance)
     model = fold_batchnorm(encoder) if fold_bn else encoder
     windows = verification_windows(verify_batch)
@@ -540,7 +578,7 @@ def export_torchscript(
         with _quiet():
             torch.jit.save(traced, os.fspath(tmp),
                            _extra_files={"synctalk_audio.json": json.dumps(meta, sort_keys=False)})
-        meta["sha256"] = _file_sha256(tmp)
+        meta["sha256"] = file_sha256(tmp)
         if verify:
             label = "fold_batchnorm(encoder)" if fold_bn else "the exact (unfolded) encoder"
             ver = _verification(f"torch.jit.load, torch {torch.__version__} (CPU)", lambda x: run_torchscript(tmp, x),
@@ -549,7 +587,7 @@ def export_torchscript(
             meta["verification"] = ver
         return meta
 
-    return _finish("torchscript", dest, _write_atomically(dest, build))
+    return _finish("torchscript", dest, _write_atomically(dest, build, overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------- CoreML
@@ -717,6 +755,7 @@ def export_coreml(
     preset: str = "synctalk_2d",
     verify: bool = True,
     verify_batch: int = 8,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Write ``path`` (.mlpackage folder): a Core ML ML Program of the BatchNorm-folded encoder.
 
@@ -751,7 +790,7 @@ def export_coreml(
         raise ConfigError(f"capture must be 'trace' or 'export', got {capture!r}")
     preset = _check_preset(preset)
     resolved = _resolve(encoder_or_checkpoint)
-    dest = _target(path, ".mlpackage")
+    dest = _target(path, ".mlpackage", overwrite=overwrite)
     encoder, provenance = resolved.encoder, dict(resolved.provenance)
     folded = fold_batchnorm(encoder)
     windows = verification_windows(min(verify_batch, max_batch))
@@ -812,7 +851,7 @@ def export_coreml(
             meta["verification"] = ver
         return meta
 
-    return _finish("coreml", dest, _write_atomically(dest, build))
+    return _finish("coreml", dest, _write_atomically(dest, build, overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------- all
@@ -842,6 +881,7 @@ def export_all(
     max_batch: int = 64,
     preset: str = "synctalk_2d",
     verify: bool = True,
+    overwrite: bool = False,
 ) -> list[ExportResult]:
     """Export ``checkpoint`` to ``output_dir/encoder.{onnx,pt,mlpackage}`` (+ ``.json`` each).
 
@@ -851,7 +891,7 @@ def export_all(
     output_dir : created if missing
     formats : "all", one of ``EXPORT_FORMATS`` or an iterable of them
     compute_precision, max_batch : CoreML options, see :func:`export_coreml`
-    preset, verify : as in :func:`export_onnx`
+    preset, verify, overwrite : as in :func:`export_onnx`
 
     Every needed package and option is checked before anything is written.
 
@@ -875,15 +915,17 @@ def export_all(
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output folder {out_dir} is a file")
+    for fmt in fmts:  # the output rule for every artifact, before any work
+        _check_target(out_dir / FILENAMES[fmt], Path(FILENAMES[fmt]).suffix, overwrite=overwrite)
     resolved = _resolve(checkpoint)
     results = []
     for fmt in fmts:
         dest = out_dir / FILENAMES[fmt]
         if fmt == "onnx":
-            results.append(export_onnx(resolved, dest, preset=preset, verify=verify))
+            results.append(export_onnx(resolved, dest, preset=preset, verify=verify, overwrite=overwrite))
         elif fmt == "torchscript":
-            results.append(export_torchscript(resolved, dest, preset=preset, verify=verify))
+            results.append(export_torchscript(resolved, dest, preset=preset, verify=verify, overwrite=overwrite))
         else:
             results.append(export_coreml(resolved, dest, compute_precision=compute_precision, max_batch=max_batch,
-                                         preset=preset, verify=verify))
+                                         preset=preset, verify=verify, overwrite=overwrite))
     return results

@@ -9,12 +9,12 @@ so the same call works in a notebook (the figure is displayed when returned) and
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._io import atomic_file, check_file_target
 from .audio import check_waveform, load_audio
 from .config import SYNCTALK_2D, MelConfig
 from .errors import ConfigError, OutputError
@@ -33,14 +33,15 @@ def _matplotlib_figure() -> Any:
     return Figure
 
 
-def check_figure_path(path: "str | os.PathLike") -> str:
+def check_figure_path(path: "str | os.PathLike", *, overwrite: bool = False) -> str:
     """Check that a figure can be saved at ``path``; return its format (the suffix).
 
     Raises
     ------
     OutputError
-        ``path`` is a directory or lies under a file, or its suffix is not an image format
-        matplotlib writes.
+        ``path`` is a directory or lies under a file, its suffix is not an image format
+        matplotlib writes, or it exists and is not empty without ``overwrite`` (never replaced:
+        a device, FIFO or socket).
     """
     _matplotlib_figure()
     from matplotlib.backend_bases import FigureCanvasBase
@@ -55,11 +56,14 @@ def check_figure_path(path: "str | os.PathLike") -> str:
     supported = FigureCanvasBase.get_supported_filetypes()
     if fmt not in supported:
         raise OutputError(f"cannot save a figure as {target.name!r}: use one of .{', .'.join(sorted(supported))}")
+    check_file_target(target, overwrite=overwrite)
     return fmt
 
 
-def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120) -> Path:
+def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120, overwrite: bool = False) -> Path:
     """Save ``fig`` atomically (temp sibling file + rename); the format follows the suffix.
+
+    An existing non-empty file is replaced only with ``overwrite=True``.
 
     Raises
     ------
@@ -67,25 +71,9 @@ def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120) -> Path:
         As :func:`check_figure_path`, or the write fails (no partial file is left).
     """
     target = Path(path).expanduser()
-    fmt = check_figure_path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fmt = check_figure_path(target, overwrite=overwrite)
+    with atomic_file(target, overwrite=overwrite) as fh:
+        fig.savefig(fh, format=fmt, dpi=dpi)
     return target
 
 
@@ -120,6 +108,7 @@ def plot_features(
     config: MelConfig = SYNCTALK_2D,
     figsize: tuple[float, float] = (11.0, 7.5),
     dpi: int = 120,
+    overwrite: bool = False,
 ) -> Any:
     """Waveform, mel spectrogram and feature heat-map of one clip, on a shared time axis.
 
@@ -136,6 +125,7 @@ def plot_features(
         Encoder weights for audio input. The untrained seeded weights are detected and labelled.
     path : path, optional
         Also save the figure there (atomically; format from the suffix, e.g. .png, .svg, .pdf).
+        An existing non-empty file there is replaced only with ``overwrite=True``.
     title, note : str, optional
         Figure title (default: file name, duration, frame counts) and an extra line under it.
     mode, fps, context, device, config
@@ -239,5 +229,5 @@ def plot_features(
         note = "UNTRAINED seeded weights (seeded_state_dict(0)): not the real audio_visual_encoder.pth"
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
     if path is not None:
-        save_figure(fig, path, dpi=dpi)
+        save_figure(fig, path, dpi=dpi, overwrite=overwrite)
     return fig

@@ -276,7 +276,7 @@ def test_failed_overwrite_keeps_the_old_dataset(result, tmp_path, monkeypatch):
 
 
 def test_non_oserror_also_cleans_up(result, tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "_versions", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(ds, "library_versions", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         ds.write_reference(result, tmp_path / "out", frames=False)
     assert list(tmp_path.iterdir()) == []

@@ -338,8 +338,11 @@ def test_export_all_metadata_and_replace(exported, checkpoint_file, real):
         assert exported["onnx"].metadata["opset"] >= 17 and exported["onnx"].metadata["versions"]["onnxruntime"]
     if "coreml" in exported:
         assert exported["coreml"].metadata["versions"]["coremltools"]
-        # re-exporting replaces the .mlpackage folder and leaves nothing else behind
-        (again,) = export_all(checkpoint_file, out, formats="coreml")
+        # re-exporting is refused without overwrite; with it, it replaces the .mlpackage folder and
+        # leaves nothing else behind
+        with pytest.raises(OutputError, match="overwrite=True"):
+            export_all(checkpoint_file, out, formats="coreml")
+        (again,) = export_all(checkpoint_file, out, formats="coreml", overwrite=True)
         assert again.format == "coreml" and sorted(p.name for p in out.iterdir()) == names
         _within(run_coreml(again.path, real[:3], backend="interpreter"), golden_array(CLIP, "features.npy")[:3],
                 FLOAT32_REL_TOL)
@@ -455,3 +458,23 @@ def test_cli_export_coreml_fp16_fixed_batch(tmp_path, batches, folded):
     want = _torch(folded, x)
     _within(got, want, FLOAT16_REL_TOL)
     assert np.max(np.abs(got - want)) > FLOAT32_REL_TOL * np.abs(want).max()  # fp16 really applied
+
+
+def test_output_rule_for_exports(tmp_path):
+    """An existing artifact is replaced only with overwrite=True, and only one we exported."""
+    dest = tmp_path / "encoder.pt"
+    export_torchscript("seeded", dest, verify=False)
+    with pytest.raises(OutputError, match=r"overwrite=True, CLI --force"):
+        export_torchscript("seeded", dest, verify=False)
+    again = export_torchscript("seeded", dest, verify=False, overwrite=True)
+    assert again.path == dest and json.loads(again.metadata_path.read_text())["file"] == "encoder.pt"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "encoder.pt").write_bytes(b"someone else's model")
+    with pytest.raises(OutputError, match="not written by synctalk-audio"):
+        export_all("seeded", foreign, formats="torchscript", overwrite=True)
+    assert (foreign / "encoder.pt").read_bytes() == b"someone else's model"
+    os.mkfifo(tmp_path / "fifo.pt")
+    with pytest.raises(OutputError, match="FIFO"):
+        export_torchscript("seeded", tmp_path / "fifo.pt", verify=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.pt", "encoder.pt.json", "fifo.pt", "foreign"]

@@ -89,3 +89,21 @@ def test_bad_input():
         plot_features(42)
     with pytest.raises(sa.AudioError):
         plot_features(Path("no_such_file.wav"))
+
+
+def test_existing_figure_needs_overwrite_and_special_files_are_refused(result, tmp_path):
+    import os
+
+    fig = plot_features(result)
+    out = tmp_path / "fig.png"
+    save_figure(fig, out, dpi=20)
+    before = out.read_bytes()
+    with pytest.raises(OutputError, match="--force"):
+        save_figure(fig, out, dpi=30)
+    assert out.read_bytes() == before
+    save_figure(fig, out, dpi=30, overwrite=True)
+    assert out.read_bytes() != before
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(OutputError, match="FIFO"):
+        check_figure_path(tmp_path / "pipe.png", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "pipe.png"]
