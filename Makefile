@@ -39,7 +39,7 @@ test: $(STAMP)
 
 demo:
 	$(MAKE) setup EXTRAS=$(DEMO_EXTRAS)
-	$(VENV)/bin/synctalk-audio demo -o demo_output
+	$(VENV)/bin/synctalk-audio demo -o demo_output --force
 
 # BENCH_ARGS="--long" adds the 1-hour run. librosa 0.10.1 (the baseline) imports pkg_resources,
 # which setuptools >= 81 dropped while torch 2.13 needs setuptools >= 77: the benchmark alone

@@ -60,6 +60,7 @@ _LAZY = {
     "wenet_features": "wenet",
     "load_wenet_engine": "wenet",
     "fbank": "fbank",
+    "extract_dataset": "jobs",
 }
 
 __all__ = [

@@ -8,6 +8,7 @@ check the rows, store them.
 from __future__ import annotations
 
 import numbers
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -17,15 +18,45 @@ import numpy as np
 from .config import FEATURE_DIM
 from .errors import ConfigError, ShapeError
 
-__all__ = ["encode_in_batches", "check_positive_int"]
+__all__ = ["encode_in_batches", "check_positive_int", "usable_cores", "max_threads", "MAX_BATCH_SIZE",
+           "THREADS_PER_CORE"]
+
+#: Largest ``batch_size`` accepted: 65536 mel windows are 335 MB of float32 input per call.
+MAX_BATCH_SIZE = 65536
+#: ``threads`` (and process ``workers``) may oversubscribe the usable cores at most this many
+#: times: a thread count far beyond the machine makes libgomp abort the process and
+#: onnxruntime crash, instead of running.
+THREADS_PER_CORE = 4
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` elsewhere)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def max_threads() -> int:
+    """The most ``threads``/``workers`` accepted: :data:`THREADS_PER_CORE` × the usable cores."""
+    return THREADS_PER_CORE * usable_cores()
 
 
 def check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> "int | None":
-    """``value`` as an int if it is a positive integer (or None when allowed), else ConfigError."""
+    """``value`` as an int if it is a positive integer (or None when allowed), else ConfigError.
+
+    Counts with a machine-sized meaning are also bounded: ``threads`` and ``workers`` by
+    :func:`max_threads`, ``batch_size`` by :data:`MAX_BATCH_SIZE`.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if name in ("threads", "workers") and value > max_threads():
+        raise ConfigError(f"{name} must be at most {max_threads()} ({THREADS_PER_CORE} per usable core; this "
+                          f"process may use {usable_cores()}), got {value!r}")
+    if name == "batch_size" and value > MAX_BATCH_SIZE:
+        raise ConfigError(f"batch_size must be at most {MAX_BATCH_SIZE}, got {value!r}")
     return int(value)
 
 
@@ -106,7 +137,8 @@ def encode_in_batches(
 
     Raises
     ------
-    ShapeError : a bad ``out``/``rows``, or encoder rows that overflowed to NaN/Inf
+    ShapeError : a bad ``out``/``rows``, an engine returning other than one row per input, or
+        encoder rows that overflowed to NaN/Inf
     """
     n = int(n_windows)
     out, rows = _output(n, out, rows, tuple(row_shape))
@@ -116,6 +148,10 @@ def encode_in_batches(
     def work(b: int) -> int:
         lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
         y = run(get_windows(lo, hi))
+        got = tuple(getattr(y, "shape", ()))
+        if got != (hi - lo, *row_shape):
+            raise ShapeError(f"the encoder returned shape {got} for a batch of {hi - lo} inputs; expected "
+                             f"{(hi - lo, *row_shape)}, one row per input (is the checkpoint this mode's encoder?)")
         if not np.isfinite(y).all():
             raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised inputs "
                              "(mel windows in [-4, 4])")

@@ -96,6 +96,11 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help="encoder windows per forward pass (default: the device's best, 32 per CPU thread)")
 
 
+def _add_force(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help=f"replace {what} if it exists and was written by synctalk-audio (never anything else)")
+
+
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output options")
     g.add_argument("--json", action="store_true", help="print a JSON summary/report on stdout instead of text")
@@ -111,38 +116,22 @@ def _add_checkpoint(parser: argparse.ArgumentParser, *, required: bool) -> None:
              "'seeded' for the deterministic UNTRAINED seeded_state_dict(0) weights (tests/demos only)")
 
 
-def load_weights(spec: str, device: str = "auto", *, threads: "int | None" = None,
-                 mode: str = "ave") -> tuple[Any, dict[str, Any]]:
-    """``--checkpoint`` value → (encoder, weights_info dict).
+def load_weights(spec: str, device: str = "auto", *, threads: "int | None" = None, mode: str = "ave",
+                 precision: "str | None" = None) -> tuple[Any, dict[str, Any]]:
+    """``--checkpoint`` value → (engine, weights_info dict), through the one encoder seam.
 
-    ave: ``"seeded"`` = seeded_state_dict(0); a ``.pth`` → AudioEncoder; an ``.onnx`` →
-    OnnxEncoder (onnxruntime, ``threads`` intra-op threads; torch is not imported).
-    hubert/wenet: the mode's engine from :func:`synctalk_audio.resolve_encoder`, described by
-    its ``provenance``.
+    ave: ``"seeded"`` (UNTRAINED seeded_state_dict(0)), a ``.pth``, or an ``.onnx`` (onnxruntime;
+    torch is not imported); hubert: a HuggingFace HuBERT directory; wenet: ``encoder.onnx``.
     """
+    import warnings
+
     from .dataset import weights_info
+    from .engines import resolve_encoder
 
-    if mode != "ave":
-        from .engines import resolve_encoder
-
-        engine = resolve_encoder(spec, mode=mode, device=device, threads=threads)
-        prov = dict(getattr(engine, "provenance", {}) or {})
-        untrained = bool(prov.get("untrained") or prov.get("untrained_seeded"))
-        return engine, {"checkpoint": str(spec), **prov, "untrained_seeded": untrained,
-                        "note": ("UNTRAINED stand-in weights: the numbers check a port, they are not real features"
-                                 if untrained else "")}
-    from .runtime import is_onnx_model, load_onnx_encoder
-
-    if is_onnx_model(spec):
-        encoder = load_onnx_encoder(spec, device=device, threads=threads)
-        return encoder, weights_info(encoder)
-    from .encoder import load_encoder, seeded_state_dict
-
-    if spec == SEEDED:
-        encoder = load_encoder(seeded_state_dict(0), device=device)
-        return encoder, weights_info(encoder)
-    encoder = load_encoder(spec, device=device)
-    return encoder, weights_info(spec, encoder=encoder)
+    with warnings.catch_warnings():  # the CLI prints its own UNTRAINED warning line
+        warnings.simplefilter("ignore", UserWarning)
+        engine = resolve_encoder(spec, mode=mode, precision=precision, device=device, threads=threads)
+    return engine, weights_info(engine)
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -157,8 +146,15 @@ def _say(args: argparse.Namespace, text: str = "") -> None:
 
 def _warn_untrained(args: argparse.Namespace, weights: dict[str, Any]) -> None:
     if weights.get("untrained_seeded") and not args.quiet:
-        print(f"{PROG}: warning: UNTRAINED seeded weights (seeded_state_dict(0)); the features are not those of "
-              "the trained audio_visual_encoder.pth", file=sys.stderr)
+        print(f"{PROG}: warning: {_untrained_what(weights)}; the features are not those of a trained model",
+              file=sys.stderr)
+
+
+def _untrained_what(weights: dict[str, Any]) -> str:
+    """Which UNTRAINED stand-in the weights are: ave's seeded_state_dict(0) or a hubert/wenet stand-in."""
+    if weights.get("state_dict_sha256") or str(weights.get("checkpoint", "")).endswith(".pth"):
+        return "UNTRAINED seeded weights (seeded_state_dict(0))"
+    return f"UNTRAINED stand-in model ({weights.get('checkpoint') or weights.get('source') or 'in memory'})"
 
 
 def _emit_json(obj: Any) -> None:
@@ -189,8 +185,15 @@ def _shape(shape: Sequence[int]) -> str:
 def _describe_outputs(out: Path, meta: dict[str, Any]) -> list[str]:
     shapes = meta["shapes"]
     kind = meta["dataset"]["kind"]
-    if meta.get("mode", "ave") != "ave":  # hubert/wenet: the files as written
-        return [f"  {name}" for name in sorted(meta.get("sha256", {}))] + ["  metadata.json"]
+    if meta.get("mode", "ave") != "ave":  # hubert/wenet: the upstream file (+ fbank), frames as written
+        names = sorted(n for n in meta.get("sha256", {}) if not n.startswith("frames/"))
+        lines = [f"  {name}  float32  {_shape(shapes.get(key, []))}" for name, key in
+                 ((n, "fbank" if n == "fbank.npy" else "audio_features_raw") for n in names)]
+        if kind == "reference":
+            n = meta["n_frames"]
+            lines += [f"  frames/frame_XXXXX_window.npy   ×{n}  float32  {_shape(shapes['frame_window'])}",
+                      f"  frames/frame_XXXXX_reshaped.npy ×{n}  float32  {_shape(shapes['frame_reshaped'])}"]
+        return lines + ["  metadata.json" + (", summary.json, VALIDATION_INSTRUCTIONS.json" if kind == "reference" else "")]
     rows = [("mel_spectrogram.npy", "float64", shapes["mel_spectrogram"])]
     if kind != "features":
         rows.append(("mel_windows.npy", "float32", shapes["mel_windows"]))
@@ -211,7 +214,7 @@ def _describe_outputs(out: Path, meta: dict[str, Any]) -> list[str]:
 
 def _weights_line(weights: dict[str, Any]) -> str:
     if weights.get("untrained_seeded"):
-        return "weights: UNTRAINED seeded weights (seeded_state_dict(0)) — NOT the trained audio_visual_encoder.pth"
+        return f"weights: {_untrained_what(weights)} — NOT a trained model"
     where = weights.get("checkpoint", "in-memory state dict")
     return f"weights: {where} (state_dict sha256 {str(weights.get('state_dict_sha256'))[:16]}…)"
 
@@ -238,8 +241,8 @@ def _summary(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
 def _write_command(args: argparse.Namespace, kind: str) -> int:
     from .dataset import check_output_dir, write_features, write_reference
 
-    check_output_dir(args.output, overwrite=args.force)  # fail before the long work
-    encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode)
+    check_output_dir(args.output, overwrite=args.force, kind=kind)  # fail before the long work
+    encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode, precision=args.precision)
     result = _run_pipeline(args, args.audio, encoder)
     if kind == "features":
         meta = write_features(result, args.output, weights=weights, overwrite=args.force, frames=args.frames)
@@ -309,7 +312,7 @@ def _plan_many(inputs: Sequence[str], output: str, *, overwrite: bool) -> list[t
             raise ConfigError(f"inputs {plan[name][0]} and {audio} would both write {root / name}; "
                               "rename one or run them separately")
         if root.is_dir():
-            check_output_dir(root / name, overwrite=overwrite)
+            check_output_dir(root / name, overwrite=overwrite, kind="features")
         plan[name] = (audio, root / name)
     return list(plan.values())
 
@@ -321,11 +324,9 @@ def _write_many(args: argparse.Namespace) -> int:
     error line naming the file (the directories already written stay complete).
     """
     from .dataset import write_features
-    from .engines import resolve_encoder
 
     plan = _plan_many(args.audio, args.output, overwrite=args.force)  # fail before the long work
-    encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode)
-    encoder = resolve_encoder(encoder, mode=args.mode, precision=args.precision, device=args.device)  # once
+    encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode, precision=args.precision)
     Path(args.output).expanduser().mkdir(exist_ok=True)
     summaries = []
     for done, (audio, out) in enumerate(plan):
@@ -369,8 +370,11 @@ def _add_frames(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", required=True, choices=list(MODES), help="U-Net audio mode")
     parser.add_argument("--context", default="zeros", choices=list(CONTEXT_MODES),
                         help="rows outside the array: 'zeros' (upstream, default) or 'edge' repeats")
+    parser.add_argument("--radius", type=int, default=8, choices=[8, 4],
+                        help="context rows each side of a frame: 8 (SyncTalk_2D) or 4 (Ultralight since mid-2025)")
     parser.add_argument("--output", "-o", required=True, metavar="OUT.npy",
                         help="frames (T, *mode shape) float32, written atomically")
+    _add_force(parser, "OUT.npy")
 
 
 def _load_npy(path: str) -> Any:
@@ -393,15 +397,16 @@ def _load_npy(path: str) -> Any:
 def _run_frames(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ._io import check_file_target
     from .context import frames_for_mode
     from .stream import check_frames_path, save_frames
 
-    check_frames_path(args.output)  # fail before reading a large array
+    check_file_target(check_frames_path(args.output), overwrite=args.force)  # fail before reading a large array
     feats = _load_npy(args.features)
     if feats.dtype.kind == "f" and feats.dtype != np.float32:
         feats = np.asarray(feats, dtype=np.float32)
-    frames = frames_for_mode(feats, args.mode, context=args.context)
-    out = save_frames(frames, args.output)
+    frames = frames_for_mode(feats, args.mode, context=args.context, radius=args.radius)
+    out = save_frames(frames, args.output, overwrite=args.force)
     summary = {"input": args.features, "input_shape": list(feats.shape), "mode": args.mode,
                "context": args.context, "output": str(out), "frames_shape": list(frames.shape)}
     if args.json:
@@ -453,14 +458,16 @@ def _run_validate(args: argparse.Namespace) -> int:
 def _add_plot(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", metavar="AUDIO", help="audio file")
     parser.add_argument("--output", "-o", required=True, metavar="FIG", help="image file (.png, .svg, .pdf)")
+    _add_force(parser, "FIG")
     _add_checkpoint(parser, required=False)
     parser.add_argument("--dpi", type=int, default=120, help="resolution of raster images (default: 120)")
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    from .plot import check_figure_path, plot_features
+    from .plot import check_dpi, check_figure_path, plot_features
 
-    check_figure_path(args.output)  # fail before the long work
+    check_dpi(args.dpi)
+    check_figure_path(args.output, overwrite=args.force)  # fail before the long work
     if args.checkpoint is None:
         from .config import check_context, check_fps, check_mode
 
@@ -471,14 +478,14 @@ def _run_plot(args: argparse.Namespace) -> int:
         if not args.quiet and not args.json:
             print(f"{PROG}: note: no --checkpoint, so no feature panel (pass --checkpoint CKPT, or "
                   "--checkpoint seeded for untrained weights)", file=sys.stderr)
-        plot_features(args.audio, path=args.output, dpi=args.dpi)
+        plot_features(args.audio, path=args.output, dpi=args.dpi, overwrite=args.force)
         weights = None
     else:
-        encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode)
+        encoder, weights = load_weights(args.checkpoint, args.device, mode=args.mode, precision=args.precision)
         result = _run_pipeline(args, args.audio, encoder)
         note = ("UNTRAINED seeded weights (seeded_state_dict(0)): not the real audio_visual_encoder.pth"
                 if weights.get("untrained_seeded") else None)
-        plot_features(result, audio=args.audio, path=args.output, dpi=args.dpi, note=note)
+        plot_features(result, audio=args.audio, path=args.output, dpi=args.dpi, note=note, overwrite=args.force)
         _warn_untrained(args, weights)
     if args.json:
         _emit_json({"output": str(args.output), "audio": str(args.audio), "weights": weights})
@@ -511,7 +518,8 @@ Check a port against it:  synctalk-audio validate {out} YOUR_PORT_OUTPUT_DIR
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", default="demo_output", metavar="DIR",
-                        help="output directory (default: demo_output; a previous synctalk-audio output there is replaced)")
+                        help="output directory (default: demo_output; must not exist or be empty unless --force)")
+    _add_force(parser, "DIR (only an earlier demo output)")
     parser.add_argument("--audio", default=str(DEMO_AUDIO), metavar="AUDIO", help="input clip (default: the bundled demo_speech.wav)")
 
 
@@ -519,8 +527,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .dataset import UNTRAINED_NOTE, write_reference
     from .encoder import resolve_device
 
+    from .dataset import check_output_dir
+
     out = Path(args.output)
-    encoder, weights = load_weights(SEEDED, args.device)
+    check_output_dir(out, overwrite=args.force, kind="demo")  # fail before the work
+    encoder, weights = load_weights(SEEDED, args.device, precision=args.precision)
     device = str(resolve_device(args.device))
     _say(args, "synctalk-audio demo — UNTRAINED seeded weights (seeded_state_dict(0)): the numbers are exact for "
                "these weights, but they are NOT the trained audio_visual_encoder.pth")
@@ -539,7 +550,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         (tmp / "README.txt").write_text(_DEMO_README.format(audio=args.audio, duration=meta_src["duration_s"],
                                                            sha=weights["state_dict_sha256"], out=out))
 
-    meta = write_reference(result, out, weights=weights, overwrite=True, progress=_progress(args),
+    meta = write_reference(result, out, weights=weights, overwrite=args.force, progress=_progress(args),
                            extra_meta={"demo": UNTRAINED_NOTE}, extra_files=extras, output_kind="demo")
     if args.json:
         summary = _summary(out, meta)
@@ -563,6 +574,7 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
                         help="encoder.onnx, encoder.pt (TorchScript), encoder.mlpackage (CoreML) or all three")
     parser.add_argument("--output-dir", "-o", required=True, metavar="DIR",
                         help="folder for the artifacts and their .json metadata (created if missing)")
+    _add_force(parser, "an artifact in DIR")
     parser.add_argument("--fp16", action="store_true", help="CoreML: float16 compute precision (default float32)")
     parser.add_argument("--max-batch", type=int, default=64, help="CoreML: largest batch of the flexible input "
                         "(1 = fixed (1, 1, 80, 16), best for the Neural Engine)")
@@ -572,7 +584,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from .export import export_all
 
     results = export_all(args.checkpoint, args.output_dir, formats=args.format, max_batch=args.max_batch,
-                         compute_precision="float16" if args.fp16 else "float32")
+                         compute_precision="float16" if args.fp16 else "float32", overwrite=args.force)
     _warn_untrained(args, dict(results[0].metadata["checkpoint"]))
     if args.json:
         _emit_json([{"format": r.format, "path": str(r.path), "metadata_path": str(r.metadata_path),
@@ -596,6 +608,7 @@ def _add_stream(parser: argparse.ArgumentParser) -> None:
                         help="push size in milliseconds of audio (default: 20)")
     parser.add_argument("--output", "-o", default=None, metavar="OUT.npy",
                         help="save the streamed frames (N+2, 32, 16, 16) float32 to this .npy (written atomically)")
+    _add_force(parser, "OUT.npy")
     parser.add_argument("--threads", type=int, default=1,
                         help="encoder threads for the per-window calls (default: 1; 0 = torch's setting, or all "
                              "usable cores for an .onnx encoder)")
@@ -608,13 +621,20 @@ def _run_stream(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .stream import StreamingPipeline, check_frames_path, run_stream, save_frames
 
-    if not (math.isfinite(args.chunk_ms) and args.chunk_ms > 0):
-        raise ConfigError(f"--chunk-ms must be a positive number of milliseconds, got {args.chunk_ms!r}")
+    if not (math.isfinite(args.chunk_ms) and 1 <= args.chunk_ms <= 60000):
+        raise ConfigError(f"--chunk-ms must be a number of milliseconds in [1, 60000], got {args.chunk_ms!r}")
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        from .batches import check_positive_int
+
+        check_positive_int("threads", args.threads)  # bounded by the machine's cores, before any loading
     if args.output is not None:
-        check_frames_path(args.output)
-    encoder, weights = load_weights(args.checkpoint, args.device, threads=args.threads or None)
+        from ._io import check_file_target
+
+        check_file_target(check_frames_path(args.output), overwrite=args.force)
+    encoder, weights = load_weights(args.checkpoint, args.device, threads=args.threads or None,
+                                    precision=args.precision)
     _warn_untrained(args, weights)
     stream = StreamingPipeline(checkpoint=encoder, mode=args.mode, fps=args.fps, device=args.device,
                                precision=args.precision, context=args.context, batch_size=args.batch_size,
@@ -625,7 +645,7 @@ def _run_stream(args: argparse.Namespace) -> int:
     summary = {"audio": str(args.audio), "device": stream.device, "mode": stream.mode, "context": stream.context,
                "chunk_samples": chunk, **report.summary(), "output": args.output, "weights": weights}
     if args.output is not None:
-        save_frames(frames, args.output)
+        save_frames(frames, args.output, overwrite=args.force)
     if args.json:
         _emit_json(summary)
         return 0
@@ -651,6 +671,49 @@ def _run_stream(args: argparse.Namespace) -> int:
     if args.output is not None:
         _say(args, f"wrote {args.output} {_shape(frames.shape)} float32")
     return 0
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC",
+                        help="a directory of audio files (recursive: wav/flac/ogg/mp3, any case; hidden entries and "
+                             "links to directories skipped) or a manifest: one path per line, or .csv/.jsonl with a "
+                             "'path' column (relative paths are relative to the manifest)")
+    _add_checkpoint(parser, required=True)
+    parser.add_argument("--output", "-o", required=True, metavar="OUT",
+                        help="folder that gets OUT/<path relative to SRC, suffix dropped>/ per file (what 'features' "
+                             "writes), _summary.json and _failures.jsonl; run again to resume (complete files are "
+                             "skipped)")
+    parser.add_argument("--frames", action="store_true", help="also write audio_frames.npy per file (features --frames)")
+    g = parser.add_argument_group("workers")
+    g.add_argument("--workers", "-j", type=int, default=None, metavar="N",
+                   help="local worker processes, each loading the encoder once (default: 1, this process); with "
+                        "--ray: the number of actors (default: cluster CPUs / --threads, or GPUs / --gpus-per-worker)")
+    g.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run on Ray actors: alone, a local Ray; with ADDRESS ('auto', HOST:6379) an existing cluster, "
+                        "whose nodes must all see SRC, OUT and the checkpoint (put --ray last, or write --ray=ADDRESS)")
+    g.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per Ray actor (default: 0)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per worker (default: usable cores / workers; 1 per Ray actor)")
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    from .jobs import extract_dataset
+
+    summary = extract_dataset(args.src, args.output, checkpoint=args.checkpoint, mode=args.mode, radius=args.radius,
+                              precision=args.precision, device=args.device, fps=args.fps, context=args.context,
+                              frames=args.frames, batch_size=args.batch_size, threads=args.threads,
+                              workers=args.workers, ray=args.ray, gpus_per_worker=args.gpus_per_worker,
+                              progress=_progress(args))
+    _warn_untrained(args, {"untrained_seeded": summary.untrained})
+    if args.json:
+        _emit_json(summary.to_dict())
+    else:
+        for line in summary.lines():
+            _say(args, line)
+    return 0 if summary.ok else 1
 
 
 # --------------------------------------------------------------------------- table and parser
@@ -682,6 +745,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("stream", "stream a file through StreamingPipeline in chunks; print latency and compute time per frame",
             "synctalk-audio stream talk.wav --checkpoint audio_visual_encoder.pth --chunk-ms 20",
             _add_stream, _run_stream, pipeline_options=True),
+    Command("dataset", "a folder or manifest of audio → OUT/<path>/ features each; resumable, failures recorded",
+            "synctalk-audio dataset clips/ -o features/ --checkpoint audio_visual_encoder.pth --workers 2",
+            _add_dataset, _run_dataset, pipeline_options=True),
 )
 
 

@@ -86,6 +86,8 @@ ARRAY_FILES: Mapping[str, str] = MappingProxyType({
     "audio_features_raw": "audio_features_raw.npy",
     "audio_features_padded": "audio_features_padded.npy",
 })
+#: The upstream file of each non-ave mode (what Ultralight/SyncTalk training code loads).
+MODE_FILES: Mapping[str, str] = MappingProxyType({"hubert": "aud_hu.npy", "wenet": "aud_wenet.npy"})
 STACKED_FRAMES = "audio_frames.npy"
 FRAMES_DIR = "frames"
 # at most 9 digits: a forged name of 5,000 digits must not reach int()
@@ -96,7 +98,18 @@ _MAX_FRAMES = 10 ** 9
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 #: The artifacts :func:`validate` compares, in order.
-ARTIFACTS: tuple[str, ...] = (*ARRAY_FILES, "frames_window", "frames_reshaped")
+ARTIFACTS: tuple[str, ...] = (*ARRAY_FILES, "fbank", "frames_window", "frames_reshaped")
+
+
+def artifact_files(mode: str) -> Mapping[str, str]:
+    """artifact name → file name of a dataset of ``mode``: ave the four arrays above; hubert
+    ``aud_hu.npy`` (T', 2, 1024); wenet ``fbank.npy`` (F, 80) and ``aud_wenet.npy`` (K, 16, 512)
+    — as ``audio_features_raw``, the upstream files that training code reads unchanged."""
+    if mode == "hubert":
+        return MappingProxyType({"audio_features_raw": MODE_FILES["hubert"]})
+    if mode == "wenet":
+        return MappingProxyType({"fbank": "fbank.npy", "audio_features_raw": MODE_FILES["wenet"]})
+    return ARRAY_FILES
 
 
 
@@ -134,6 +147,10 @@ DEFAULT_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType({
     "audio_features_padded": _FEATURE_TOL,
     "frames_window": _FEATURE_TOL,
     "frames_reshaped": _FEATURE_TOL,
+    # wenet's log-mel fbank: float32 FFT round-off moves log energies of bands ~10 orders below
+    # their frame's peak by up to ~0.02 (measured between torchaudio and this library); the
+    # features the encoder makes of them stay within the feature tolerance.
+    "fbank": Tolerance(atol=5e-2),
 })
 
 
@@ -256,16 +273,27 @@ def weights_info(checkpoint: Any, *, encoder: Any = None) -> dict[str, Any]:
     return info
 
 
+#: What metadata.json says of an UNTRAINED hubert/wenet stand-in model.
+STANDIN_NOTE = ("UNTRAINED stand-in model (synctalk_audio.hubert.write_standin_hubert / "
+                "synctalk_audio.wenet.write_standin_wenet_onnx): these features check the recipe, but they are NOT "
+                "the features of a trained model and must not drive a real U-Net.")
+
+
 def _engine_weights_info(engine: Any) -> dict[str, Any]:
     prov = dict(getattr(engine, "provenance", None) or {})
     seeded = prov.get("untrained_seeded", prov.get("untrained"))
     if seeded:
-        note = UNTRAINED_NOTE
+        note = UNTRAINED_NOTE if getattr(engine, "mode", "ave") == "ave" else STANDIN_NOTE
     elif prov:
         note = "checkpoint weights (not the seeded untrained ones)"
     else:
         note = f"{type(engine).__name__} without provenance: which weights it holds is not recorded"
     info = {key: prov[key] for key in ("checkpoint", "checkpoint_sha256", "format") if key in prov}
+    if "checkpoint" not in info and (prov.get("source") or prov.get("path")):
+        info["checkpoint"] = str(prov.get("source") or prov.get("path"))
+    for key in ("sha256", "weights_sha256", "config_sha256"):  # wenet .onnx / hubert identities
+        if key in prov:
+            info[key] = prov[key]
     info.update({"state_dict_sha256": prov.get("state_dict_sha256"), "untrained_seeded": seeded, "note": note})
     return info
 
@@ -322,14 +350,21 @@ def _write_into(
     stacked_frames: bool = False,
 ) -> dict[str, Any]:
     checksums: dict[str, str] = {}
-    mel = np.asarray(result.mel)
     features = np.asarray(result.features)
     padded = np.asarray(result.padded)
-    arrays = {"mel_spectrogram": mel, "audio_features_raw": features, "audio_features_padded": padded}
-    if kind != "features":  # the compact variant leaves the windows out (they are mel columns)
-        arrays["mel_windows"] = np.asarray(result.windows)
+    if result.mode == "ave":
+        mel = np.asarray(result.mel)
+        arrays = {"mel_spectrogram": mel, "audio_features_raw": features, "audio_features_padded": padded}
+        if kind != "features":  # the compact variant leaves the windows out (they are mel columns)
+            arrays["mel_windows"] = np.asarray(result.windows)
+        names = dict(ARRAY_FILES)
+    else:  # hubert/wenet: the upstream file, read unchanged by existing training code (+ wenet's fbank)
+        arrays = {"audio_features_raw": features}
+        names = dict(artifact_files(result.mode))
+        if "fbank" in names:
+            arrays = {"fbank": np.asarray(result.mel), **arrays}
     for name, arr in arrays.items():
-        _save(root, ARRAY_FILES[name], arr, checksums)
+        _save(root, names[name], arr, checksums)
     n_frames = int(padded.shape[0])
     radius = int(getattr(result, "radius", DEFAULT_RADIUS))
     ctx = context_windows(padded, context=result.context, radius=radius)
@@ -345,15 +380,19 @@ def _write_into(
     meta.setdefault("radius", radius)
     meta["library"] = _io.LIBRARY
     meta["output_kind"] = output_kind
-    meta["n_mel_frames"] = int(mel.shape[1])
-    meta["n_windows"] = int(features.shape[0])
     meta["n_frames"] = n_frames
     shapes = dict(meta.get("shapes") or {})
-    shapes.update({"mel_spectrogram": list(mel.shape), "mel_windows": [int(features.shape[0]), int(mel.shape[0]), 16],
-                   "audio_features_raw": list(features.shape), "audio_features_padded": list(padded.shape),
+    shapes.update({"audio_features_raw": list(features.shape), "audio_features_padded": list(padded.shape),
                    "frame_window": list(ctx.shape[1:]), "frame_reshaped": list(mode_shape(result.mode, radius))})
+    if "fbank" in arrays:
+        shapes["fbank"] = list(arrays["fbank"].shape)
+    if result.mode == "ave":
+        meta["n_mel_frames"] = int(mel.shape[1])
+        meta["n_windows"] = int(features.shape[0])
+        shapes.update({"mel_spectrogram": list(mel.shape),
+                       "mel_windows": [int(features.shape[0]), int(mel.shape[0]), 16]})
     meta["shapes"] = shapes
-    meta["value_ranges"] = {ARRAY_FILES[name]: _stats(arr) for name, arr in arrays.items()}
+    meta["value_ranges"] = {names[name]: _stats(arr) for name, arr in arrays.items()}
     meta["dataset"] = {
         "kind": kind,
         "format_version": FORMAT_VERSION,
@@ -386,8 +425,8 @@ def _summary(meta: Mapping[str, Any], n_files: int) -> dict[str, Any]:
         "mode": meta["mode"],
         "fps": meta["fps"],
         "context": meta["context"],
-        "n_mel_frames": meta["n_mel_frames"],
-        "n_windows": meta["n_windows"],
+        "n_mel_frames": meta.get("n_mel_frames"),
+        "n_windows": meta.get("n_windows"),
         "n_frames": meta["n_frames"],
         "n_npy_files": n_files,
         "weights": meta["weights"]["note"],

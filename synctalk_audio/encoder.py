@@ -147,6 +147,13 @@ def _expected_shapes() -> Mapping[str, tuple[int, ...]]:
     return MappingProxyType({k[len(_PREFIX):]: tuple(v.shape) for k, v in model.state_dict().items()})
 
 
+@lru_cache(maxsize=1)
+def _expected_dtypes() -> Mapping[str, torch.dtype]:
+    with torch.device("meta"):
+        model = AudioEncoder()
+    return MappingProxyType({k[len(_PREFIX):]: v.dtype for k, v in model.state_dict().items()})
+
+
 def _unwrap(obj: Any) -> Any:
     for _ in range(3):
         if isinstance(obj, Mapping):
@@ -169,7 +176,8 @@ def normalize_state_dict(obj: Any, *, source: str = "checkpoint") -> "OrderedDic
     Raises
     ------
     CheckpointError
-        Not a mapping of tensors, empty, missing/unexpected keys, wrong shapes, NaN/Inf.
+        Not a mapping of tensors, empty, missing/unexpected keys, wrong shapes, NaN/Inf, sparse or
+        meta tensors, or integer/bool tensors where the encoder has float weights.
     """
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
@@ -187,6 +195,17 @@ def normalize_state_dict(obj: Any, *, source: str = "checkpoint") -> "OrderedDic
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: value of {key!r} is {type(value).__name__}, expected a tensor")
         clean[name] = value
+    expected_dtypes = _expected_dtypes()
+    for name, value in clean.items():
+        if value.layout != torch.strided:
+            raise CheckpointError(f"{source}: {name} is a {str(value.layout).replace('torch.', '')} tensor, "
+                                  "expected a dense (strided) tensor; save it with tensor.to_dense()")
+        if value.is_meta or value.device.type == "meta":
+            raise CheckpointError(f"{source}: {name} is a meta tensor (a shape without data), expected weights")
+        want = expected_dtypes.get(name)  # weights and statistics are float; num_batches_tracked is not used
+        if want is not None and want.is_floating_point and not value.is_floating_point():
+            raise CheckpointError(f"{source}: {name} has dtype {str(value.dtype).replace('torch.', '')}, "
+                                  "expected a floating-point tensor (float32)")
     expected = _expected_shapes()
     missing = [k for k in expected if k not in clean]
     unexpected = [k for k in clean if k not in expected]
@@ -282,8 +301,14 @@ def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device {device!r}: {exc}") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        text = " ".join(str(exc).split())[:120]
+        raise ConfigError(f"unknown device {device!r} ({text}); expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):  # meta holds no data; other backends are untested here
+        raise ConfigError(f"device {device!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                          "device(s), cuda:0 …")
     return dev

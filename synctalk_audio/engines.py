@@ -186,7 +186,13 @@ def _load_engine(mode: str, checkpoint: Any, precision: "str | None", device: st
                       UserWarning, stacklevel=4)
         checkpoint = seeded_state_dict(0)
     module = checkpoint.eval() if isinstance(checkpoint, AudioEncoder) else load_encoder(checkpoint, device=device)
-    return te.prepare_encoder(module, precision=precision or "exact", device=device)
+    engine = te.prepare_encoder(module, precision=precision or "exact", device=device)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        from ._io import file_sha256
+
+        engine.provenance = MappingProxyType({**engine.provenance, "checkpoint": str(checkpoint),
+                                              "checkpoint_sha256": file_sha256(Path(checkpoint))})
+    return engine
 
 
 def resolve_encoder(
@@ -236,6 +242,10 @@ def resolve_encoder(
                           "encoder.onnx (wenet)")
     if is_engine(checkpoint):
         return _check_engine(checkpoint, mode, precision, device, threads)
+    if isinstance(checkpoint, str) and checkpoint == SEEDED and mode != "ave":
+        maker = "hubert.write_standin_hubert(DIR)" if mode == "hubert" else "wenet.write_standin_wenet_onnx(PATH)"
+        raise ConfigError(f"checkpoint 'seeded' is the ave stand-in; {mode} needs its own model (an UNTRAINED "
+                          f"stand-in: synctalk_audio.{maker})")
     if isinstance(checkpoint, (str, os.PathLike)) and not (isinstance(checkpoint, str) and checkpoint == SEEDED):
         path = Path(checkpoint).expanduser()
         if path.is_file():

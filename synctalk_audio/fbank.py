@@ -286,7 +286,7 @@ def fbank(
     n_fft = _next_power_of_two(frame_length)
     banks_t = kaldi_mel_banks(num_mel_bins, n_fft, sample_rate, float(low_freq), float(high_freq)).T
     window = povey_window(frame_length)
-    x = check_waveform(waveform, name="waveform").astype(np.float32, copy=False)
+    x = check_waveform(waveform, name="waveform", integers=True).astype(np.float32, copy=False)
     frames = kaldi_frames(x, frame_length=frame_length, frame_shift=frame_shift)
     out = np.empty((frames.shape[0], banks_t.shape[1]), dtype=np.float32)
     for lo in range(0, frames.shape[0], _BLOCK_FRAMES):

@@ -122,7 +122,7 @@ def hubert_normalize(wav: np.ndarray) -> np.ndarray:
     """
     from .audio import check_waveform
 
-    arr = check_waveform(wav, name="hubert audio")
+    arr = check_waveform(wav, name="hubert audio", integers=True)  # normalised: any scale
     if arr.size == 0:
         raise AudioError("hubert audio is empty, expected at least 1 sample")
     x = arr.astype(np.float32)  # the extractor's float64 → float32 cast (also ints, float16)

@@ -310,5 +310,6 @@ class AudioPipeline:
         return write_reference(result, output_dir, frames=True, checkpoint=self._weights_source(), overwrite=overwrite)
 
     def _weights_source(self) -> Any:
-        """What metadata.json records the weights from: the checkpoint path, else the encoder."""
-        return self.checkpoint_path if self.checkpoint_path is not None else self.encoder
+        """What metadata.json records the weights from: the engine's provenance (checkpoint path
+        and hashes, the untrained flag)."""
+        return self.encoder

@@ -60,6 +60,20 @@ def check_figure_path(path: "str | os.PathLike", *, overwrite: bool = False) -> 
     return fmt
 
 
+#: Accepted figure resolutions (dots per inch, inclusive).
+DPI_RANGE = (10, 1200)
+
+
+def check_dpi(dpi: Any) -> int:
+    """Return ``dpi`` if it is a whole number in :data:`DPI_RANGE`, else raise :class:`ConfigError`."""
+    import numbers
+
+    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Real) or not (DPI_RANGE[0] <= dpi <= DPI_RANGE[1]) \
+            or dpi != int(dpi):
+        raise ConfigError(f"dpi must be a whole number in [{DPI_RANGE[0]}, {DPI_RANGE[1]}], got {dpi!r}")
+    return int(dpi)
+
+
 def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120, overwrite: bool = False) -> Path:
     """Save ``fig`` atomically (temp sibling file + rename); the format follows the suffix.
 
@@ -70,6 +84,7 @@ def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120, overwrit
     OutputError
         As :func:`check_figure_path`, or the write fails (no partial file is left).
     """
+    dpi = check_dpi(dpi)
     target = Path(path).expanduser()
     fmt = check_figure_path(target, overwrite=overwrite)
     with atomic_file(target, overwrite=overwrite) as fh:
@@ -144,6 +159,7 @@ def plot_features(
     """
     from .pipeline import Features, pipeline
 
+    dpi = check_dpi(dpi)
     Figure = _matplotlib_figure()
     wav = None
     source = None
@@ -164,9 +180,9 @@ def plot_features(
             wav, source = load_audio(data, sr=config.sample_rate), str(data)
         if checkpoint is not None:
             from .dataset import weights_info
-            from .pipeline import _resolve_encoder
+            from .engines import resolve_encoder
 
-            encoder = _resolve_encoder(checkpoint, device)
+            encoder = resolve_encoder(checkpoint, mode=mode, device=device)
             untrained = bool(weights_info(encoder).get("untrained_seeded"))
             result = pipeline(wav, checkpoint=encoder, mode=mode, fps=fps, context=context, device=device,
                               config=config)

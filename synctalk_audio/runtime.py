@@ -22,7 +22,6 @@ whether they are the UNTRAINED seeded ones), which ``metadata.json`` then record
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +94,11 @@ class OnnxEncoder:
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """float32 (B, 1, 80, 16) or (B, 80, 16) → float32 (B, 512)."""
         x = np.ascontiguousarray(windows, dtype=np.float32).reshape(-1, *WINDOW_SHAPE)
-        y = self._session.run([self._output], {self._input: x})[0]
-        return np.asarray(y, dtype=np.float32).reshape(x.shape[0], FEATURE_DIM)
+        y = np.asarray(self._session.run([self._output], {self._input: x})[0])
+        if y.shape != (x.shape[0], FEATURE_DIM):
+            raise CheckpointError(f"ONNX encoder {self.path} returned shape {y.shape} for {x.shape[0]} windows; an "
+                                  f"AudioEncoder returns ({x.shape[0]}, {FEATURE_DIM}), one row per window")
+        return np.asarray(y, dtype=np.float32)
 
     @contextmanager
     def running(self, n_items: int, batch_size: int, threads: "int | None" = None) -> Iterator[int]:
@@ -161,10 +163,15 @@ def _check_io(session: Any, path: Path) -> tuple[str, str]:
 
 def _provenance(path: Path, sha256: str) -> Mapping[str, Any]:
     """The export's checkpoint record from ``<model>.json`` if that file describes this model."""
+    from ._io import read_json
+    from .errors import SyncTalkAudioError
+
     meta_path = path.with_name(path.name + ".json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
+    if not meta_path.exists():
+        return MappingProxyType({})
+    try:  # bounded size and depth, regular files only: a hostile sidecar is ignored, never followed
+        meta = read_json(meta_path, max_bytes=1 << 20)
+    except SyncTalkAudioError:
         return MappingProxyType({})
     if not isinstance(meta, dict) or meta.get("sha256") != sha256 or not isinstance(meta.get("checkpoint"), dict):
         return MappingProxyType({})

@@ -336,8 +336,20 @@ def prepare_encoder(
     if precision == "fast":
         if not isinstance(encoder, AudioEncoder):
             raise ConfigError(f"precision 'fast' needs an AudioEncoder (it folds BatchNorm), got {type(encoder).__name__}")
-        return _Fast(encoder, dev, batch)
-    conv = _onednn_conv() if dev.type == "cpu" else None
-    if conv is not None and isinstance(encoder, AudioEncoder):
-        return _ExactOneDNN(encoder, conv, batch)
-    return _ModuleExact(encoder, dev, batch)
+        prepared: PreparedEncoder = _Fast(encoder, dev, batch)
+    else:
+        conv = _onednn_conv() if dev.type == "cpu" else None
+        prepared = (_ExactOneDNN(encoder, conv, batch) if conv is not None and isinstance(encoder, AudioEncoder)
+                    else _ModuleExact(encoder, dev, batch))
+    if isinstance(encoder, AudioEncoder):
+        prepared.provenance = _weights_provenance(encoder)
+    return prepared
+
+
+def _weights_provenance(encoder: AudioEncoder) -> Mapping[str, Any]:
+    """Which weights an engine holds: ``state_dict_sha256`` and whether they are the seeded ones."""
+    from .dataset import SEEDED_STATE_DICT_SHA256
+    from .encoder import state_dict_sha256
+
+    digest = state_dict_sha256(encoder.audio_encoder.state_dict())
+    return MappingProxyType({"state_dict_sha256": digest, "untrained_seeded": digest == SEEDED_STATE_DICT_SHA256})

@@ -24,6 +24,7 @@ from ._io import jsonable, load_npy, read_json
 from .dataset import (
     ARRAY_FILES,
     ARTIFACTS,
+    artifact_files,
     DEFAULT_TOLERANCES,
     FORMAT_VERSION,
     FRAMES_DIR,
@@ -47,8 +48,29 @@ _DESCRIPTIONS = MappingProxyType({
     "mel_windows": "encoder inputs: 16-column mel windows cast to float32, (N, 80, 16)",
     "audio_features_raw": "encoder output, float32 (N, 512), one row per window",
     "audio_features_padded": "first/last row repeated, float32 (N+2, 512), one row per video frame",
-    "frames_window": "per-frame context: rows [i-r, i+r) of the padded features (r = radius), zeros outside, (2r, 512)",
+    "fbank": "wenet: Kaldi log-mel fbank of the int16-scaled, zero-padded audio, float32 (F, 80)",
+    "frames_window": "per-frame context: rows [i-r, i+r) of the padded features (r = radius), zeros outside, (2r, D)",
     "frames_reshaped": "per-frame U-Net audio input: the context window reshaped row-major to the mode shape",
+})
+
+
+_MODE_DESCRIPTIONS = MappingProxyType({
+    ("hubert", "audio_features_raw"): "aud_hu.npy: HuBERT last_hidden_state rows in pairs, float32 (T', 2, 1024), "
+                                      "one pair per 25 fps video frame",
+    ("wenet", "audio_features_raw"): "aud_wenet.npy: wenet encoder output per 67-frame fbank window, float32 "
+                                     "(K, 16, 512), one per 20 fps video frame",
+})
+#: (frame_count_rule, window_rule) of the modes without ave's windows and N + 2 padding.
+_MODE_RULES = MappingProxyType({
+    "hubert": ("T' = ((L - 80) // 320) // 2 pairs for L samples at 16 kHz (a last odd HuBERT row dropped, or "
+               "padded with hubert_odd='pad'); one frame per pair, no first/last repeat",
+               "input normalised over the whole file ((x - mean) / sqrt(var + 1e-7), float32); chunk i = samples "
+               "[320000 i, 320000 i + 320080), then the remainder if >= 400 samples; rows concatenated, padded "
+               "or trimmed to (L - 80) // 320"),
+    "wenet": ("K = 1 + ceil(max(0, F - 67) / 5) rows, F = 1 + (n + 10720 - 400) // 160 fbank frames (20 s + 1 "
+              "for s whole seconds); one frame per row, no first/last repeat",
+              "int16 PCM (truncated x * 32767), 5120 zeros before and 5600 after; Kaldi fbank (25 ms / 10 ms, "
+              "povey, 80 bins); windows of 67 frames starting every 5, the last zero-padded"),
 })
 
 
@@ -60,11 +82,15 @@ def instructions(meta: Mapping[str, Any]) -> dict[str, Any]:
     shapes = meta["shapes"]
     ranges = meta["value_ranges"]
     artifacts: dict[str, Any] = {}
+    files = artifact_files(meta.get("mode", "ave"))
     for name in ARTIFACTS:
         tol = DEFAULT_TOLERANCES[name]
-        if name in ARRAY_FILES:
-            entry = {"file": ARRAY_FILES[name], "shape": shapes[name], "dtype": "float64" if name == "mel_spectrogram" else "float32"}
-            ref_max = ranges[ARRAY_FILES[name]]["max_abs"]
+        if name in files:
+            entry = {"file": files[name], "shape": shapes.get(name),
+                     "dtype": "float64" if name == "mel_spectrogram" else "float32"}
+            ref_max = ranges[files[name]]["max_abs"]
+        elif not name.startswith("frames_"):
+            continue
         else:
             kind_ = name.split("_", 1)[1]
             entry = {"files": f"{FRAMES_DIR}/frame_{{i:05d}}_{kind_}.npy for i in 0..{n_frames - 1}",
@@ -73,9 +99,9 @@ def instructions(meta: Mapping[str, Any]) -> dict[str, Any]:
             if kind_ == "reshaped":
                 entry["alternative"] = (f"one stacked file {STACKED_FRAMES} of shape "
                                         f"[{n_frames}, {', '.join(map(str, shapes['frame_reshaped']))}]")
-            ref_max = ranges[ARRAY_FILES["audio_features_padded"]]["max_abs"]
+            ref_max = max(ranges[f]["max_abs"] for n_, f in files.items() if n_.startswith("audio_features"))
         entry.update({
-            "what": _DESCRIPTIONS[name],
+            "what": _MODE_DESCRIPTIONS.get((meta.get("mode"), name), _DESCRIPTIONS[name]),
             "atol": tol.atol,
             "rtol": tol.rtol,
             "max_abs_reference": ref_max,
@@ -89,14 +115,10 @@ def instructions(meta: Mapping[str, Any]) -> dict[str, Any]:
         "mode": meta["mode"],
         "fps": meta["fps"],
         "context": meta["context"],
-        "n_mel_frames_T": meta["n_mel_frames"],
-        "n_windows_N": meta["n_windows"],
+        "n_mel_frames_T": meta.get("n_mel_frames"),
+        "n_windows_N": meta.get("n_windows"),
         "n_frames": n_frames,
-        "frame_count_rule": ("N = int((T - 16) / 80.0 * fps) + 2 windows; the padded features and the frames "
-                             f"have N + 2 = {n_frames} rows: exactly one per output video frame"),
-        "window_rule": "window i: start = int(80.0 * (i / fps)), end = start + 16; if end > T: end = T, start = T - 16",
-        "context_rule": (f"frame i = rows [i-{radius}, i+{radius}) of the padded features, zero rows outside [0, N+2) "
-                         "(context='zeros', upstream), then a row-major reshape to the mode shape"),
+        **_rules(meta.get("mode", "ave"), n_frames, radius),
         "pass_rule": ("for every artifact: same shape, all values finite, and "
                       "max|candidate - reference| <= atol + rtol * max|reference| "
                       "(max over the whole artifact; per-frame files: over all frames). "
@@ -120,6 +142,22 @@ def instructions(meta: Mapping[str, Any]) -> dict[str, Any]:
                    "compute max |a-b| in double precision",
             "kotlin_java": "org.jetbrains.bio:npy (NpyFile.read(path)); or any .npy reader; compare in double",
         },
+    }
+
+
+def _rules(mode: str, n_frames: int, radius: int) -> dict[str, str]:
+    """frame_count_rule, window_rule and context_rule of ``mode``."""
+    if mode in _MODE_RULES:
+        count, window = _MODE_RULES[mode]
+        return {"frame_count_rule": count, "window_rule": window,
+                "context_rule": (f"frame i = rows [i-{radius}, i+{radius}) of the feature rows, zero rows outside "
+                                 "(context='zeros', upstream), then a row-major reshape to the mode shape")}
+    return {
+        "frame_count_rule": ("N = int((T - 16) / 80.0 * fps) + 2 windows; the padded features and the frames "
+                             f"have N + 2 = {n_frames} rows: exactly one per output video frame"),
+        "window_rule": "window i: start = int(80.0 * (i / fps)), end = start + 16; if end > T: end = T, start = T - 16",
+        "context_rule": (f"frame i = rows [i-{radius}, i+{radius}) of the padded features, zero rows outside [0, N+2) "
+                         "(context='zeros', upstream), then a row-major reshape to the mode shape"),
     }
 
 
@@ -592,28 +630,33 @@ def validate(
     n_frames = meta.get("n_frames")
     rows: list[ArtifactResult] = []
     notes: list[str] = []
+    files = artifact_files(meta.get("mode") if meta.get("mode") in ("hubert", "wenet") else "ave")
+    if required == "all":  # every artifact this reference has
+        req = {n for n in ARTIFACTS if (n in files and _exists(ref_root / files[n]))
+               or (n.startswith("frames_") and (ref_root / FRAMES_DIR).is_dir())}
     for name in ARTIFACTS:
-        if name in ARRAY_FILES:
-            ref_path = ref_root / ARRAY_FILES[name]
+        if name in files:
+            ref_path = ref_root / files[name]
             if not _exists(ref_path):
                 continue
-            cand_path = cand_root / ARRAY_FILES[name]
+            cand_path = cand_root / files[name]
             rows.append(_compare_array(name, ref_path, cand_path if _exists(cand_path) else None, tols[name],
                                        name in req))
-        else:
+        elif name.startswith("frames_"):
             row = _compare_frames(name, ref_root, cand_root, tols[name], name in req, n_frames)
             if row is not None:
                 rows.append(row)
     if not rows:
         raise OutputError(f"reference {ref_root} holds none of the dataset files "
-                          f"({', '.join(ARRAY_FILES.values())}, frames/)")
+                          f"({', '.join(files.values())}, frames/)")
     for name in sorted(req - {r.name for r in rows}):
         notes.append(f"{name} is required but the reference does not have it")
         rows.append(_row(name, tols[name], True, status="missing", message="required, but not in the reference either"))
     weights = meta.get("weights") or {}
     if weights.get("untrained_seeded") is True:
-        notes.append("the reference was made with UNTRAINED seeded weights; run your port with the same "
-                     "weights (seeded_state_dict(0))")
+        same = ("weights (seeded_state_dict(0))" if meta.get("mode", "ave") == "ave"
+                else f"stand-in model ({weights.get('checkpoint') or 'see metadata.json'})")
+        notes.append(f"the reference was made with UNTRAINED weights; run your port with the same {same}")
     if any(r.status == "error" and "the reference is broken" in r.message for r in rows):
         notes.append("the reference itself holds non-finite values: regenerate it before judging a port")
     if not any(r.status in ("pass", "fail") for r in rows):

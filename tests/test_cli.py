@@ -176,9 +176,12 @@ def test_demo_command(tmp_path):
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["weights"]["untrained_seeded"] is True and "UNTRAINED" in meta["demo"]
     assert meta["n_frames"] == 96 and meta["source"].endswith("demo_speech.wav")
-    # a second run replaces the previous demo output (make demo twice works); in-process for speed
+    # a second run is refused without --force, and replaces only the previous demo output with it
+    # (make demo passes --force); in-process for speed
     (out / "stale.npy").write_bytes(b"")
-    assert cli.main(["demo", "-o", str(out), "-q", "--device", "cpu"]) == 0
+    assert cli.main(["demo", "-o", str(out), "-q", "--device", "cpu"]) == 2
+    assert (out / "stale.npy").exists()
+    assert cli.main(["demo", "-o", str(out), "-q", "--device", "cpu", "--force"]) == 0
     assert not (out / "stale.npy").exists() and (out / "demo_features.png").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["demo_output"]
 

@@ -233,8 +233,6 @@ def test_fuzz_onnx_sidecar(tmp_path_factory, data):
     _library_error_or_ok(_io.save_npy, folder / "encoder.onnx", np.zeros(1))
 
 
-@pytest.mark.xfail(strict=True, reason="runtime._provenance must read the sidecar through _io.read_json "
-                                       "(the lead's runtime.py); remove this mark once it does")
 def test_onnx_sidecar_reader_survives_deep_nesting(tmp_path):
     from synctalk_audio import runtime
 
