@@ -278,9 +278,12 @@ def encoder_only(clip: Path, repeats: int, state_dict: dict, up, peak_gflops: fl
     import torch
 
     import synctalk_audio as sa
-    from synctalk_audio.encoder import encode_windows, encoder_flops, load_encoder, prepare_encoder
+    from synctalk_audio.encoder import load_encoder
+    from synctalk_audio.engines import run_engine
+    from synctalk_audio.flops import encoder_flops
+    from synctalk_audio.torch_engines import prepare_encoder
 
-    windows = sa.window(sa.melspectrogram(sa.load_audio(clip)), 25)
+    windows = np.asarray(sa.window(sa.melspectrogram(sa.load_audio(clip)), 25))
     n = windows.shape[0]
     x = torch.from_numpy(np.ascontiguousarray(windows)).unsqueeze(1)
     model = up.load_model(state_dict)
@@ -292,14 +295,14 @@ def encoder_only(clip: Path, repeats: int, state_dict: dict, up, peak_gflops: fl
             return torch.cat([model(x[i:i + 64]) for i in range(0, n, 64)])
 
     def run_ours(p):
-        return lambda: encode_windows(n, lambda lo, hi: windows[lo:hi], prepared[p])
+        return lambda: run_engine(prepared[p], n, lambda lo, hi: windows[lo:hi])
 
     variants = {"upstream": run_upstream, "exact": run_ours("exact"), "fast": run_ours("fast")}
     if onnx_path is not None:
-        from synctalk_audio.runtime import encode_windows_onnx, load_onnx_encoder
+        from synctalk_audio.runtime import load_onnx_encoder
 
         onnx_encoder = load_onnx_encoder(onnx_path, device="cpu")
-        variants["onnx"] = lambda: encode_windows_onnx(n, lambda lo, hi: windows[lo:hi], onnx_encoder)
+        variants["onnx"] = lambda: run_engine(onnx_encoder, n, lambda lo, hi: windows[lo:hi])
     for fn in variants.values():
         fn()
     times = time_alternately(variants, repeats)
@@ -440,9 +443,11 @@ def gpu(clip: Path, repeats: int, state_dict: dict, up) -> dict | None:
     if not torch.cuda.is_available():
         return None
     import synctalk_audio as sa
-    from synctalk_audio.encoder import encode_windows, load_encoder, prepare_encoder
+    from synctalk_audio.encoder import load_encoder
+    from synctalk_audio.engines import run_engine
+    from synctalk_audio.torch_engines import prepare_encoder
 
-    windows = sa.window(sa.melspectrogram(sa.load_audio(clip)), 25)
+    windows = np.asarray(sa.window(sa.melspectrogram(sa.load_audio(clip)), 25))
     windows = np.concatenate([windows] * 16)  # 12 minutes of windows: enough work for a GPU
     n = windows.shape[0]
     dev = torch.device("cuda")
@@ -461,7 +466,7 @@ def gpu(clip: Path, repeats: int, state_dict: dict, up) -> dict | None:
 
     variants = {"upstream": run_upstream}
     for p in ("exact", "fast"):
-        variants[p] = (lambda q: lambda: encode_windows(n, lambda lo, hi: windows[lo:hi], prepared[q]))(p)
+        variants[p] = (lambda q: lambda: run_engine(prepared[q], n, lambda lo, hi: windows[lo:hi]))(p)
     for fn in variants.values():
         fn()
         torch.cuda.synchronize()

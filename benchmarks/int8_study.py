@@ -53,8 +53,9 @@ def main() -> int:
 
     import synctalk_audio as sa
     from synctalk_audio.export import export_onnx
-    from synctalk_audio.pipeline import PRECISIONS
-    from synctalk_audio.runtime import encode_windows_onnx, load_onnx_encoder
+    from synctalk_audio.engines import PRECISIONS
+    from synctalk_audio.engines import run_engine
+    from synctalk_audio.runtime import load_onnx_encoder
 
     windows = sa.window(sa.melspectrogram(sa.load_audio(CLIP)))
     n = len(windows)
@@ -75,7 +76,7 @@ def main() -> int:
         results = {}
         for name, enc in runs.items():
             def go(enc=enc):
-                return encode_windows_onnx(n, lambda lo, hi: windows[lo:hi], enc)
+                return run_engine(enc, n, lambda lo, hi: windows[lo:hi])
             results[name] = (_best_time(go), go())
     t_ref, ref = results["float32"]
     scale = float(np.abs(ref).max())

@@ -33,7 +33,7 @@ import numpy as np
 
 from .batches import check_positive_int, encode_in_batches
 from .config import MEL_STEP, WINDOW_SHAPE, check_mode
-from .errors import CheckpointError, ConfigError, ShapeError
+from .errors import CheckpointError, ConfigError, ShapeError, install_hint
 from .frames import MelWindows
 
 __all__ = ["Engine", "Precision", "PRECISIONS", "resolve_encoder", "run_engine", "encode_batch", "SEEDED",
@@ -41,9 +41,9 @@ __all__ = ["Engine", "Precision", "PRECISIONS", "resolve_encoder", "run_engine",
 
 #: ``checkpoint="seeded"``: deterministic UNTRAINED ave weights (``seeded_state_dict(0)``).
 SEEDED = "seeded"
-_TORCH_MISSING = ("PyTorch checkpoints (.pth) need PyTorch: pip install 'synctalk-audio[torch]' (from a clone: "
-                  "pip install -e '.[torch]'), or export the encoder once to .onnx and run it with onnxruntime "
-                  "('synctalk-audio[onnx]', --checkpoint encoder.onnx)")
+_TORCH_MISSING = ("PyTorch checkpoints (.pth) need PyTorch (the [torch] extra: " + install_hint("torch") + "), "
+                  "or export the encoder once to .onnx and run it with onnxruntime (the [onnx] extra, "
+                  "--checkpoint encoder.onnx)")
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ __all__ = [
     "ShapeError",
     "OutputError",
     "StreamError",
+    "install_hint",
 ]
 
 
@@ -44,3 +45,8 @@ class OutputError(SyncTalkAudioError):
 
 class StreamError(SyncTalkAudioError):
     """Misuse of a streaming pipeline, e.g. pushing after flush."""
+
+
+def install_hint(extra: str) -> str:
+    """How to add an optional extra to an install from a clone (the package is on no index)."""
+    return f"pip install -e '.[{extra}]' in a clone of synctalk-audio"

@@ -55,7 +55,7 @@ from .config import PRESETS
 from . import _io
 from ._io import file_sha256
 from .encoder import FEATURE_DIM, AudioEncoder, fold_batchnorm, load_encoder, seeded_state_dict, state_dict_sha256
-from .errors import CheckpointError, ConfigError, OutputError, ShapeError, SyncTalkAudioError
+from .errors import CheckpointError, ConfigError, OutputError, ShapeError, SyncTalkAudioError, install_hint
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -99,7 +99,7 @@ _DESCRIPTION = ("SyncTalk_2D AudioEncoder: mel windows (batch, 1, 80, 16) from t
                 "→ features (batch, 512)")
 _PRECISIONS = ("float32", "float16")
 _SEEDED = re.compile(r"seeded(?::(\d+))?")
-_EXTRA_HINT = "pip install 'synctalk-audio[export]'"
+_EXTRA_HINT = install_hint("export")
 _MAX_SIDECAR_BYTES = 1 << 20
 
 

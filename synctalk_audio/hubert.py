@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from .errors import AudioError, CheckpointError, ConfigError, ShapeError
+from .errors import AudioError, CheckpointError, ConfigError, ShapeError, install_hint
 
 __all__ = [
     "HUBERT_SAMPLE_RATE",
@@ -541,7 +541,7 @@ def load_hubert_engine(
         import torch
         import transformers
     except ImportError as exc:
-        raise ConfigError(f"hubert mode needs transformers and torch (pip install 'synctalk-audio[hubert]'): {exc}") from None
+        raise ConfigError(f"hubert mode needs transformers and torch (the [hubert] extra: {install_hint('hubert')}): {exc}") from None
     from .torch_engines import resolve_device
 
     dev = resolve_device(device)

@@ -538,8 +538,22 @@ class _Worker:
 _PROCESS_WORKER: "_Worker | None" = None
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when its parent dies, so a killed run leaves no worker
+    finishing files behind the next run's back (best effort elsewhere)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _init_process(settings: Settings, expected: tuple[tuple[str, Any], ...]) -> None:
     global _PROCESS_WORKER
+    _die_with_parent()
     _PROCESS_WORKER = _Worker(settings, expected)
 
 

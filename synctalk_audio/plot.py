@@ -17,7 +17,7 @@ import numpy as np
 from ._io import atomic_file, check_file_target
 from .audio import check_waveform, load_audio
 from .config import SYNCTALK_2D, MelConfig
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, OutputError, install_hint
 
 __all__ = ["plot_features", "save_figure", "check_figure_path"]
 
@@ -29,7 +29,7 @@ def _matplotlib_figure() -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'synctalk-audio[plot]'") from None
+        raise ImportError("plotting needs matplotlib (the [plot] extra: " + install_hint("plot") + ")") from None
     return Figure
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from .batches import check_positive_int
 from .config import FEATURE_DIM, WINDOW_SHAPE
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, install_hint
 
 __all__ = ["OnnxEncoder", "load_onnx_encoder", "is_onnx_model", "ONNX_SUFFIX"]
 
@@ -113,7 +113,7 @@ def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError("an .onnx encoder needs onnxruntime: pip install 'synctalk-audio[onnx]' "
+        raise ConfigError("an .onnx encoder needs onnxruntime (the [onnx] extra: " + install_hint("onnx") + ") "
                           "(or give the PyTorch checkpoint .pth)") from None
     return onnxruntime
 

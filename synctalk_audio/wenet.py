@@ -36,7 +36,7 @@ import numpy as np
 
 from .audio import check_waveform, load_channel
 from .batches import check_positive_int
-from .errors import AudioError, CheckpointError, ConfigError, ShapeError
+from .errors import AudioError, CheckpointError, ConfigError, ShapeError, install_hint
 from .fbank import fbank
 from .runtime import _CUDA, _import_onnxruntime, _providers, _usable_cores
 
@@ -339,7 +339,7 @@ def load_wenet_engine(
     try:
         ort = _import_onnxruntime()
     except ConfigError:
-        raise ConfigError("mode 'wenet' runs encoder.onnx in onnxruntime: pip install 'synctalk-audio[wenet]'") from None
+        raise ConfigError("mode 'wenet' runs encoder.onnx in onnxruntime (the [wenet] extra: " + install_hint("wenet") + ")") from None
     providers, dev = _providers(ort, device)
     options = ort.SessionOptions()
     n_threads = threads or _usable_cores()

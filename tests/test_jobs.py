@@ -285,7 +285,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     completed = sorted(p.parent.relative_to(out).as_posix() for p in out.glob("*/*/metadata.json"))
-    assert completed, "no output appeared before the kill"
+    assert 0 < len(completed) < 6, completed  # killed mid-run
     before = {k: v for k, v in stamps(out).items() if k.rsplit("/", 1)[0] in completed}
 
     again = cli("dataset", "src", "-o", "out", "-c", "seeded", "--device", "cpu", "--json", cwd=tmp_path)
