@@ -5,7 +5,7 @@ One per-file task — :func:`extract_one`: ``pipeline`` then ``write_features`` 
 for byte:
 
 * serially in this process (``workers=1``);
-* by ``workers`` local processes (``ProcessPoolExecutor``, forkserver/spawn), each loading the
+* by ``workers`` local processes (``ProcessPoolExecutor``, spawn), each loading the
   encoder once in its initializer, CPU threads divided so ``workers × threads <= cores``;
 * by Ray actors (``ray=True`` local, ``ray="ADDRESS"`` an existing cluster), one encoder load
   per actor, ``gpus_per_worker`` GPUs each.
@@ -635,10 +635,9 @@ def _run_pool(todo: Sequence[Item], settings: Settings, workers: int, expected: 
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["synctalk_audio.jobs"])
+    # spawn: workers are this process's own children (a fresh interpreter each: no torch or
+    # thread state inherited through fork), so PR_SET_PDEATHSIG ends them when it is killed
+    ctx = mp.get_context("spawn")
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_process,

@@ -183,6 +183,47 @@ def _provenance(path: Path, sha256: str) -> Mapping[str, Any]:
     return MappingProxyType(record)
 
 
+def open_session(ort: Any, path: "str | os.PathLike", *, what: str, device: str,
+                 threads: "int | None") -> tuple[Path, str, Any, int, str]:
+    """Read an .onnx file and start an onnxruntime session on it: the one loader of both ONNX
+    engines (the ave encoder here, wenet's encoder.onnx).
+
+    Returns
+    -------
+    (path, sha256 of the file, InferenceSession, intra-op threads, device asked: "cpu" or "cuda:N")
+
+    Raises
+    ------
+    CheckpointError : missing, not a file, unreadable, empty, or not loadable by onnxruntime
+    ConfigError : an unknown device, or CUDA without onnxruntime-gpu
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise CheckpointError(f"{what} path {p} is not a file")
+    try:
+        blob = p.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    if not blob:
+        raise CheckpointError(f"{what} {p} is empty")
+    providers, dev = _providers(ort, device)
+    options = ort.SessionOptions()
+    n_threads = threads or _usable_cores()
+    options.intra_op_num_threads = n_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: no optimiser chatter on stderr
+    try:
+        session = ort.InferenceSession(blob, options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, …) classes
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"cannot load {what} {p}: {reason}") from None
+    return p, hashlib.sha256(blob).hexdigest(), session, n_threads, dev
+
+
 def load_onnx_encoder(
     path: "str | os.PathLike",
     *,
@@ -212,33 +253,10 @@ def load_onnx_encoder(
     """
     threads = check_positive_int("threads", threads)
     batch_size = check_positive_int("batch_size", batch_size)
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"ONNX encoder not found: {p}")
-    if not p.is_file():
-        raise CheckpointError(f"ONNX encoder path {p} is not a file")
-    try:
-        blob = p.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read ONNX encoder {p}: {exc.strerror or exc}") from None
-    if not blob:
-        raise CheckpointError(f"ONNX encoder {p} is empty")
     ort = _import_onnxruntime()
-    providers, dev = _providers(ort, device)
-    options = ort.SessionOptions()
-    n_threads = threads or _usable_cores()
-    options.intra_op_num_threads = n_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: no optimiser chatter on stderr
-    try:
-        session = ort.InferenceSession(blob, options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, …) classes
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CheckpointError(f"cannot load ONNX encoder {p}: {reason}") from None
+    p, digest, session, n_threads, dev = open_session(ort, path, what="ONNX encoder", device=device,
+                                                      threads=threads)
     input_name, output_name = _check_io(session, p)
-    digest = hashlib.sha256(blob).hexdigest()
     used = session.get_providers()[0]
     kind = "cuda" if used == _CUDA else "cpu"
     compute = (f"float32 onnxruntime {ort.__version__} ({used}"

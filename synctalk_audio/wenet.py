@@ -25,7 +25,6 @@ For tests and demos without the real model, :func:`write_standin_wenet_onnx` wri
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from .audio import check_waveform, load_channel
 from .batches import check_positive_int
 from .errors import AudioError, CheckpointError, ConfigError, ShapeError, install_hint
 from .fbank import fbank
-from .runtime import _CUDA, _import_onnxruntime, _providers, _usable_cores
+from .runtime import _CUDA, _import_onnxruntime, open_session
 
 __all__ = [
     "WenetEngine",
@@ -250,21 +249,6 @@ class WenetEngine:
         return out
 
 
-def _read_model(path: "str | os.PathLike") -> tuple[Path, bytes]:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"wenet encoder not found: {p}")
-    if not p.is_file():
-        raise CheckpointError(f"wenet encoder path {p} is not a file")
-    try:
-        blob = p.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read wenet encoder {p}: {exc.strerror or exc}") from None
-    if not blob:
-        raise CheckpointError(f"wenet encoder {p} is empty")
-    return p, blob
-
-
 def _dims_fit(shape: Any, expected: tuple[int, ...]) -> bool:
     """A model's declared shape fits ``expected``: same rank, each dim equal or symbolic."""
     return shape is not None and len(shape) == len(expected) and all(
@@ -335,24 +319,13 @@ def load_wenet_engine(
     """
     threads = check_positive_int("threads", threads)
     batch_size = check_positive_int("batch_size", batch_size)
-    p, blob = _read_model(path)
     try:
         ort = _import_onnxruntime()
     except ConfigError:
-        raise ConfigError("mode 'wenet' runs encoder.onnx in onnxruntime (the [wenet] extra: " + install_hint("wenet") + ")") from None
-    providers, dev = _providers(ort, device)
-    options = ort.SessionOptions()
-    n_threads = threads or _usable_cores()
-    options.intra_op_num_threads = n_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(blob, options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, …) classes
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CheckpointError(f"cannot load wenet encoder {p}: {reason}") from None
+        raise ConfigError("mode 'wenet' runs encoder.onnx in onnxruntime (the [wenet] extra: "
+                          + install_hint("wenet") + ")") from None
+    p, digest, session, n_threads, dev = open_session(ort, path, what="wenet encoder", device=device,
+                                                      threads=threads)
     output = _check_wenet_io(session, p)
     constants = _constant_inputs()
     probe = dict(constants, chunk=np.zeros(_INPUTS["chunk"][1], dtype=np.float32))
@@ -366,7 +339,6 @@ def load_wenet_engine(
                               f"{_OUTPUT_SHAPE}")
     meta = session.get_modelmeta()
     custom = dict(meta.custom_metadata_map or {})
-    digest = hashlib.sha256(blob).hexdigest()
     used = session.get_providers()[0]
     kind = "cuda" if used == _CUDA else "cpu"
     compute = (f"float32 onnxruntime {ort.__version__} ({used}"

@@ -88,3 +88,28 @@ def test_check_waveform(bad, match):
 def test_to_mono_is_channel_mean():
     x = np.arange(12, dtype=np.float32).reshape(4, 3)
     assert np.array_equal(sa.to_mono(x), x.mean(axis=1))
+
+
+@pytest.mark.parametrize("rate,channels,subtype", [(48000, 3, "FLOAT"), (8000, 2, "PCM_24"), (16000, 1, "PCM_16"),
+                                                   (44100, 1, "DOUBLE")])
+def test_block_decoding_equals_decoding_whole(tmp_path, rate, channels, subtype):
+    """load_audio/load_channel decode, mix and resample block by block: bit-identical to the
+    whole-file path (soundfile.read → channel mean → one soxr_hq resample → length fix)."""
+    rng = np.random.default_rng(rate)
+    n = 3 * (1 << 16) + 12345  # several blocks and a partial one
+    path = tmp_path / "multi.wav"
+    sf.write(path, 0.3 * rng.standard_normal((n, channels)), rate, subtype=subtype)
+    data32, _ = sf.read(path, dtype="float32", always_2d=True)
+    whole = sa.resample(np.ascontiguousarray(sa.to_mono(data32)), rate, 16000).astype(np.float32)
+    got = sa.load_audio(path)
+    assert got.dtype == np.float32 and np.array_equal(got, whole)
+    data64, _ = sf.read(path, dtype="float64", always_2d=True)
+    assert np.array_equal(sa.load_channel(path, channel=channels - 1),
+                          sa.resample(np.ascontiguousarray(data64[:, channels - 1]), rate, 16000))
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4, np.int16), np.zeros(4, np.uint8), np.zeros(4, np.int32)])
+def test_check_waveform_refuses_integer_pcm(bad):
+    with pytest.raises(sa.AudioError, match="integer samples"):
+        check_waveform(bad)
+    assert check_waveform(bad, integers=True) is bad

@@ -218,7 +218,7 @@ def test_option_errors(onnx_model, onnx_encoder, seeded_encoder):
 
 def test_missing_onnxruntime_is_one_clear_error(onnx_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails like an absent package
-    with pytest.raises(sa.ConfigError, match=r"pip install 'synctalk-audio\[onnx\]'"):
+    with pytest.raises(sa.ConfigError, match=r"pip install -e '\.\[onnx\]'"):
         load_onnx_encoder(onnx_model)
 
 
