@@ -128,10 +128,28 @@ def load_weights(spec: str, device: str = "auto", *, threads: "int | None" = Non
     from .dataset import weights_info
     from .engines import resolve_encoder
 
+    if mode == "hubert":
+        _quiet_transformers()
     with warnings.catch_warnings():  # the CLI prints its own UNTRAINED warning line
         warnings.simplefilter("ignore", UserWarning)
         engine = resolve_encoder(spec, mode=mode, precision=precision, device=device, threads=threads)
     return engine, weights_info(engine)
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or retry chatter from transformers / huggingface_hub on the CLI's stderr
+    (process-wide settings: fine for the CLI's own process; errors still come as one line)."""
+    try:
+        import huggingface_hub.utils as hub_utils
+        from transformers.utils import logging as tf_logging
+    except ImportError:  # the hubert engine names the missing extra
+        return
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+    import logging
+
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 def _progress(args: argparse.Namespace) -> bool:

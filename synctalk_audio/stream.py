@@ -37,6 +37,7 @@ import numbers
 import os
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping
@@ -47,10 +48,10 @@ from ._io import save_npy
 from .batches import check_positive_int
 from .config import DEFAULT_RADIUS, MEL_FPS, MEL_STEP, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, \
     check_mode, check_radius, mode_shape
-from .context import margin_rows, reshape_for_mode
+from .context import margin_rows, window_view
 from .dsp import MelCarry, mel_init, mel_step
 from .engines import resolve_encoder, run_engine
-from .errors import AudioError, ConfigError, OutputError, StreamError
+from .errors import AudioError, ConfigError, OutputError, ShapeError, StreamError
 from .frames import frame_count, gather_windows, window_start
 
 __all__ = ["StreamingPipeline", "StreamPool", "Latency", "latency_for", "RADIUS", "StreamReport", "run_stream",
@@ -160,17 +161,26 @@ def _check_chunk(samples: Any) -> np.ndarray:
 
 
 class _State:
-    """One stream's state; push works on a copy and commits it at the end (arrays are replaced,
-    never mutated in place)."""
+    """One stream's state.
 
-    __slots__ = ("carry", "mel", "mel_at", "n_win", "ctx", "ctx_at", "n_out", "finished")
+    A push works on a shallow :meth:`copy` and commits it by replacing the stream's state at
+    the end. The mel and context buffers are shared by the copies, but a push only writes past
+    the committed rows (or into a new buffer when full), so a push that fails leaves the
+    committed state intact.
+    """
+
+    __slots__ = ("carry", "mel", "mel_lo", "mel_hi", "mel_at", "n_win", "ctx", "ctx_lo", "ctx_hi", "ctx_at", "n_out",
+                 "finished")
 
     def __init__(self, config: MelConfig, radius: int) -> None:
         self.carry: MelCarry = mel_init(config)
-        self.mel = np.empty((config.n_mels, 0), np.float32)  # float32 mel columns [mel_at, carry.n_cols)
-        self.mel_at = 0
+        # float32 mel columns [mel_at, carry.n_cols) as the rows mel[mel_lo:mel_hi] (one row per column)
+        self.mel = np.empty((_MIN_ROWS, config.n_mels), np.float32)
+        self.mel_lo = self.mel_hi = self.mel_at = 0
         self.n_win = 0                      # windows encoded (features known) so far
-        self.ctx: np.ndarray | None = None  # padded rows [ctx_at, ...), incl. the margin rows before 0
+        # padded rows [ctx_at, …) incl. the margin rows before row 0, as ctx[ctx_lo:ctx_hi]
+        self.ctx: np.ndarray | None = None
+        self.ctx_lo = self.ctx_hi = 0
         self.ctx_at = -radius
         self.n_out = 0                      # frames emitted
         self.finished = False
@@ -180,6 +190,43 @@ class _State:
         for name in self.__slots__:
             setattr(new, name, getattr(self, name))
         return new
+
+
+#: Rows a stream buffer starts with (it doubles when a big push needs more).
+_MIN_ROWS = 64
+
+
+def _append(buf: np.ndarray, lo: int, hi: int, rows: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``buf[lo:hi]`` followed by ``rows`` (k, D): the buffer and its new ``(lo, hi)``.
+
+    Writes only past ``hi``; when that does not fit, the kept rows move to a new buffer (the
+    old one, which a committed state may still hold, is left as it was).
+    """
+    k = rows.shape[0]
+    if hi + k > buf.shape[0]:
+        n = hi - lo
+        new = np.empty((max(2 * (n + k), _MIN_ROWS), buf.shape[1]), buf.dtype)
+        new[:n] = buf[lo:hi]
+        buf, lo, hi = new, 0, n
+    buf[hi:hi + k] = rows
+    return buf, lo, hi + k
+
+
+def _mel_windows(mel: np.ndarray, starts: "list[int]") -> np.ndarray:
+    """Windows ``mel[s:s+16].T`` of a (columns, n_mels) buffer: float32 (k, n_mels, 16), a new array."""
+    if len(starts) > 8:
+        return gather_windows(mel.T, np.asarray(starts, dtype=np.intp))
+    out = np.empty((len(starts), mel.shape[1], MEL_STEP), mel.dtype)
+    for i, s in enumerate(starts):
+        out[i] = mel[s:s + MEL_STEP].T
+    return out
+
+
+def _context(ctx: np.ndarray, first: int, k: int, radius: int) -> np.ndarray:
+    """Rows ``ctx[first+i : first+i+2r]`` for i < k: float32 (k, 2r, D), a new array."""
+    if k == 1:
+        return ctx[first:first + 2 * radius][None].copy()
+    return np.array(window_view(ctx[first:first + k + 2 * radius - 1], k, radius))
 
 
 @dataclass(frozen=True)
@@ -195,75 +242,84 @@ class _Geometry:
     def empty(self) -> np.ndarray:
         return np.empty((0, *self.shape), np.float32)
 
+    def no_windows(self) -> np.ndarray:
+        return np.empty((0, self.config.n_mels, MEL_STEP), np.float32)
+
     def windows(self, state: _State, chunk: np.ndarray, *, final: bool) -> np.ndarray:
         """Consume ``chunk`` (and end the signal if ``final``); return the windows that became ready.
 
         Returns
         -------
-        float32 (k, n_mels, 16): windows ``n_win … n_win + k − 1``; their rows go to :meth:`frames`.
+        float32 (k, n_mels, 16): windows ``n_win … n_win + k − 1`` (a new array); their rows go
+        to :meth:`frames`.
         """
         carry, cols = mel_step(state.carry, chunk, self.config, final=final)
         state.carry = carry
-        if cols.shape[1]:
-            state.mel = np.concatenate([state.mel, cols.astype(np.float32)], axis=1)
-        n_cols = carry.n_cols
+        if cols.shape[1]:  # float32 cast on the copy, as offline's gather_windows does
+            state.mel, state.mel_lo, state.mel_hi = _append(state.mel, state.mel_lo, state.mel_hi, cols.T)
+        T, fps, j = carry.n_cols, self.fps, state.n_win
         if final:  # the remaining windows, clamped to the last 16 columns like offline
-            T = n_cols
-            idx = np.arange(state.n_win, frame_count(T, self.fps))
-            starts = np.minimum(window_start(idx, self.fps), T - MEL_STEP)
+            starts = [min(window_start(i, fps), T - MEL_STEP) for i in range(j, frame_count(T, fps))]
         else:
-            # Windows final whatever comes next: all 16 columns known (so never clamped: T >=
-            # n_cols + 2) and the window exists for the shortest possible total length.
+            # Windows final whatever comes next: all 16 columns known (so never clamped: the
+            # total T >= n_cols + 2) and the window exists for the shortest possible total length.
             t_min = 1 + carry.n_in // self.config.hop_length
-            n_min = frame_count(t_min, self.fps) if t_min >= MEL_STEP else 0
-            idx = np.arange(state.n_win, n_min)
-            starts = window_start(idx, self.fps)
-            starts = starts[: int(np.searchsorted(starts + MEL_STEP, n_cols, side="right"))]
-        if not starts.shape[0]:
-            return np.empty((0, self.config.n_mels, MEL_STEP), np.float32)
-        return gather_windows(state.mel, starts - state.mel_at)
+            n_min = frame_count(t_min, fps) if t_min >= MEL_STEP else 0
+            starts = []
+            while j < n_min:
+                s = window_start(j, fps)
+                if s + MEL_STEP > T:
+                    break
+                starts.append(s)
+                j += 1
+        if not starts:
+            return self.no_windows()
+        shift = state.mel_lo - state.mel_at  # buffer row of mel column c: c + shift
+        return _mel_windows(state.mel, [s + shift for s in starts])
 
-    def frames(self, state: _State, rows: np.ndarray, *, final: bool) -> np.ndarray:
+    def frames(self, state: _State, rows: "np.ndarray | None", *, final: bool) -> np.ndarray:
         """Append the encoder rows of the windows :meth:`windows` gave; return the frames now final.
 
         Returns
         -------
-        float32 (k, *shape): frames ``n_out … n_out + k − 1`` (new arrays)
+        float32 (k, *shape): frames ``n_out … n_out + k − 1`` (a new array)
         """
         r = self.radius
-        if rows.shape[0]:
+        if rows is not None and rows.shape[0]:
             if state.ctx is None:  # padded row 0 repeats the first feature; margin rows before it
-                state.ctx = np.concatenate([margin_rows(rows[:1], r, self.context), rows[:1], rows])
-            else:
-                state.ctx = np.concatenate([state.ctx, rows])
+                head = np.concatenate([margin_rows(rows[:1], r, self.context), rows[:1]])
+                state.ctx = np.empty((_MIN_ROWS, rows.shape[1]), np.float32)
+                state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, 0, 0, head)
+            state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, state.ctx_lo, state.ctx_hi, rows)
             state.n_win += rows.shape[0]
         # Future windows need columns >= their start, or >= T - 16 >= n_cols - 14 if clamped.
         keep_from = max(min(window_start(state.n_win, self.fps), state.carry.n_cols - MEL_STEP), 0)
         if keep_from > state.mel_at:
-            state.mel = state.mel[:, keep_from - state.mel_at:]
+            state.mel_lo += keep_from - state.mel_at
             state.mel_at = keep_from
         if state.ctx is None:
             return self.empty()
         if final:  # padded row N+1 repeats the last feature; margin rows after it
-            tail = state.ctx[-1:]
-            state.ctx = np.concatenate([state.ctx, tail, margin_rows(tail, r, self.context)])
+            tail = state.ctx[state.ctx_hi - 1:state.ctx_hi]
+            tail = np.concatenate([tail, margin_rows(tail, r, self.context)])
+            state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, state.ctx_lo, state.ctx_hi, tail)
             stop = state.n_win + 2
         else:  # frame j is final once its last context row j + r - 1 (feature j + r - 2) is known
             stop = state.n_win - r + 2
         k = stop - state.n_out
         if k <= 0:
             return self.empty()
-        first = state.n_out - r - state.ctx_at
-        idx = first + np.arange(k)[:, None] + np.arange(2 * r)[None, :]
-        frames = reshape_for_mode(state.ctx[idx], "ave")
+        first = state.ctx_lo + state.n_out - r - state.ctx_at  # buffer row of frame n_out's first context row
+        # (k, 2r, 512) context windows; for ave, FRAME_PATTERN is a row-major reshape of each
+        frames = _context(state.ctx, first, k, r).reshape(k, *self.shape)
         state.n_out = stop
         drop = state.n_out - r - state.ctx_at
         if drop > 0:
-            state.ctx = state.ctx[drop:]
+            state.ctx_lo += drop
             state.ctx_at += drop
         if final:
             state.finished, state.ctx = True, None
-            state.mel = np.empty((self.config.n_mels, 0), np.float32)
+            state.mel_lo = state.mel_hi
         return frames
 
 
@@ -348,6 +404,7 @@ class StreamingPipeline:
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.threads = check_positive_int("threads", threads)
         self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
+        self._engine_threads = None if self._encoder.precision == "onnx" else self.threads
         self.precision = self._encoder.precision
         self.device = str(self._encoder.device)
         self._latency = latency_for(self.fps, config, radius=radius)
@@ -420,10 +477,13 @@ class StreamingPipeline:
             if self._state.finished:
                 raise StreamError("push() after flush(): the stream has ended; call reset() to start a new one")
             state = self._state.copy()
-            out = [self._advance(state, chunk[lo:lo + _PIECE], final=False)
-                   for lo in range(0, chunk.shape[0], _PIECE)]
+            if chunk.shape[0] <= _PIECE:
+                out = self._advance(state, chunk, final=False)
+            else:
+                out = _concat([self._advance(state, chunk[lo:lo + _PIECE], final=False)
+                               for lo in range(0, chunk.shape[0], _PIECE)], self._geo)
             self._state = state
-        return _concat(out, self._geo)
+        return out
 
     def flush(self) -> np.ndarray:
         """End the stream: return the remaining frames (the tail that depends on the length).
@@ -468,12 +528,33 @@ class StreamingPipeline:
     def _rows(self, windows: np.ndarray) -> np.ndarray:
         """float32 (k, 80, 16) windows → (k, 512) rows through the seam (batch-invariant engines
         give offline's rows for any grouping)."""
-        return run_engine(self._encoder, windows.shape[0], lambda lo, hi: windows[lo:hi], batch_size=self.batch_size,
-                          threads=None if self._encoder.precision == "onnx" else self.threads)
+        return _encode(self._encoder, windows, batch_size=self.batch_size, threads=self._engine_threads)
 
     def _advance(self, state: _State, chunk: np.ndarray, *, final: bool) -> np.ndarray:
         windows = self._geo.windows(state, chunk, final=final)
-        return self._geo.frames(state, self._rows(windows), final=final)
+        return self._geo.frames(state, self._rows(windows) if windows.shape[0] else None, final=final)
+
+
+def _encode(engine: Any, windows: np.ndarray, *, batch_size: "int | None", threads: "int | None",
+            workers: int = 1) -> np.ndarray:
+    """float32 (k, 80, 16) windows → (k, 512) rows: one direct engine call when they fit one batch
+    (a 20 ms push needs none of :func:`run_engine`'s batching), else :func:`run_engine`.
+
+    ``workers`` > 1 splits the windows evenly into that many batches (at most ``batch_size``
+    each) so that :func:`run_engine` runs them on that many threads.
+    """
+    k = windows.shape[0]
+    bs = batch_size or engine.batch_size
+    if workers > 1 and k > 1:
+        bs = min(bs, -(-k // workers))
+    if k > bs:
+        return run_engine(engine, k, lambda lo, hi: windows[lo:hi], batch_size=bs, threads=threads)
+    running = getattr(engine, "running", None)
+    with (running(k, bs, threads) if running is not None else nullcontext()):
+        rows = engine(windows)
+    if not np.isfinite(rows).all():
+        raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised inputs (mel windows in [-4, 4])")
+    return rows
 
 
 def _stream_engine(checkpoint: Any, precision: "str | None", device: str, threads: "int | None") -> Any:
@@ -533,7 +614,11 @@ class StreamPool:
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.threads = check_positive_int("threads", threads)
         self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
+        self._engine_threads = None if self._encoder.precision == "onnx" else self.threads
+        # batch-invariant torch engines on CPU: split a tick's windows over the threads
+        self._workers = (self.threads or 1) if self._encoder.batch_invariant and self._engine_threads else 1
         self.precision = self._encoder.precision
+        self.device = str(self._encoder.device)
         self.latency = latency_for(self.fps, config, radius=radius)
         self._states: dict[Hashable, _State] = {}
         self._lock = threading.Lock()
@@ -547,18 +632,20 @@ class StreamPool:
         with self._lock:
             self._states.pop(key, None)
 
-    def _encode(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """One engine call for the windows of all streams; the rows split back per stream."""
+    def _encode(self, windows: list[np.ndarray]) -> "list[np.ndarray | None]":
+        """One engine run for the windows of all streams; the rows split back per stream (None: no windows)."""
         sizes = [w.shape[0] for w in windows]
         total = sum(sizes)
         if total == 0:
-            return [np.empty((0, *self._encoder.row_shape), np.float32) for _ in windows]
-        batch = np.concatenate(windows) if len(windows) > 1 else windows[0]
-        rows = run_engine(self._encoder, total, lambda lo, hi: batch[lo:hi],
-                          batch_size=max(total, self.batch_size or 0) if self._encoder.batch_invariant
-                          else self.batch_size,
-                          threads=None if self._encoder.precision == "onnx" else self.threads)
-        return np.split(rows, np.cumsum(sizes)[:-1])
+            return [None] * len(windows)
+        batch = windows[sizes.index(total)] if total in sizes else np.concatenate([w for w in windows if w.shape[0]])
+        rows = _encode(self._encoder, batch, batch_size=self.batch_size, threads=self._engine_threads,
+                       workers=self._workers)
+        out, lo = [], 0
+        for n in sizes:
+            out.append(rows[lo:lo + n] if n else None)
+            lo += n
+        return out
 
     def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
         """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
@@ -581,13 +668,16 @@ class StreamPool:
                     if state.finished:
                         raise StreamError(f"push() for {key!r} after its flush()")
                     state = state.copy()
-                    staged[key] = (state, [self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
-                                          for lo in range(0, chunk.shape[0], _PIECE)])
+                    if chunk.shape[0] <= _PIECE:
+                        windows = self._geo.windows(state, chunk, final=False)
+                    else:
+                        windows = np.concatenate([self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
+                                                  for lo in range(0, chunk.shape[0], _PIECE)])
+                    staged[key] = (state, windows)
                 except (AudioError, StreamError) as exc:
                     errors[key] = exc
             keys = list(staged)
-            rows = self._encode([np.concatenate(staged[k][1]) if staged[k][1] else
-                                 np.empty((0, self.config.n_mels, MEL_STEP), np.float32) for k in keys])
+            rows = self._encode([staged[k][1] for k in keys])
             out = {}
             for key, r in zip(keys, rows):
                 state = staged[key][0]

@@ -101,3 +101,32 @@ def test_too_short_audio(seeded_encoder):
 def test_deterministic_across_runs(seeded_encoder, result):
     again = sa.pipeline(CLIP, checkpoint=seeded_encoder, device="cpu")
     assert again.frames.tobytes() == result.frames.tobytes()
+
+
+def test_seeded_checkpoint_everywhere(result):
+    """checkpoint="seeded" works wherever a checkpoint goes, with the UNTRAINED warning."""
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        out = sa.pipeline(CLIP, checkpoint="seeded", device="cpu")
+    assert np.array_equal(out.frames, result.frames)
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        padded, meta = sa.AudioPipeline("seeded", device="cpu").process_audio_file(str(CLIP))
+    assert np.array_equal(padded, result.padded)
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        rows = sa.encode_batch(result.windows[:3], "seeded", device="cpu")
+    assert np.array_equal(rows, result.features[:3])
+
+
+def test_engine_cache_reuses_a_file_and_reloads_a_changed_one(tmp_path):
+    import os
+
+    import torch
+
+    path = tmp_path / "audio_visual_encoder.pth"
+    torch.save(sa.seeded_state_dict(0), path)
+    a = sa.resolve_encoder(path, device="cpu")
+    assert sa.resolve_encoder(str(path), device="cpu") is a  # the one-line call does not reload
+    assert sa.resolve_encoder(path, device="cpu", precision="fast") is not a
+    torch.save(sa.seeded_state_dict(1), path)
+    os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))
+    b = sa.resolve_encoder(path, device="cpu")
+    assert b is not a and b.provenance["state_dict_sha256"] != a.provenance["state_dict_sha256"]
