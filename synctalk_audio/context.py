@@ -97,7 +97,9 @@ def pad_context(features: np.ndarray, *, margin: int = 0, context: str = "zeros"
     margin : int
         Context rows to reserve beyond each end (the radius): the result is then a view into
         a buffer whose margins hold the ``context`` fill, and :func:`context_windows` of it
-        is a zero-copy view. 0 gives a plain array.
+        is a zero-copy view. 0 gives a plain array. When ``features`` itself lies in a buffer
+        with ``margin + 1`` spare rows each side (``encode_batch(..., margin=r + 1)``), those
+        rows are filled in place and nothing is copied.
     context : "zeros" or "edge"
         The margin fill.
 
@@ -116,23 +118,43 @@ def pad_context(features: np.ndarray, *, margin: int = 0, context: str = "zeros"
         raise ShapeError(f"margin must be a non-negative integer, got {margin!r}")
     if margin == 0:
         return np.concatenate([arr[:1], arr, arr[-1:]], axis=0)
-    return with_margin(arr, int(margin), context, repeat_ends=True)
+    room = _room(arr, int(margin) + 1)
+    if room is None:
+        return with_margin(arr, int(margin), context, repeat_ends=True)
+    # ``features`` already lies in a buffer with spare rows around it (encode_batch(margin=...)):
+    # fill them in place — rows outside ``features`` itself, no copy of the features.
+    base, top = room
+    n, m = arr.shape[0], int(margin)
+    padded = base[top - 1: top + n + 1]
+    padded[0], padded[-1] = arr[0], arr[-1]
+    base[top - 1 - m: top - 1] = margin_rows(padded[:1], m, context)
+    base[top + n + 1: top + n + 1 + m] = margin_rows(padded[-1:], m, context)
+    return padded
 
 
-def _margin_buffer(arr: np.ndarray, radius: int, context: str) -> "np.ndarray | None":
-    """The buffer around ``arr`` if its base already holds ``radius`` margin rows of ``context``."""
+def _room(arr: np.ndarray, rows: int) -> "tuple[np.ndarray, int] | None":
+    """(base, index of arr's first row in it) when ``arr`` is a row slice of a C-contiguous 2-D
+    base with at least ``rows`` rows of room before and after it; else None."""
     base = arr.base
     if not (isinstance(base, np.ndarray) and base.ndim == 2 and base.flags.c_contiguous and arr.flags.c_contiguous
-            and base.dtype == arr.dtype and base.shape[1] == arr.shape[1]):
+            and base.flags.writeable and base.dtype == arr.dtype and base.shape[1] == arr.shape[1]):
         return None
     row = arr.shape[1] * arr.itemsize
     offset = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
     if row == 0 or offset % row:
         return None
     above = offset // row
-    below = base.shape[0] - above - arr.shape[0]
-    if above < radius or below < radius:
+    if above < rows or base.shape[0] - above - arr.shape[0] < rows:
         return None
+    return base, above
+
+
+def _margin_buffer(arr: np.ndarray, radius: int, context: str) -> "np.ndarray | None":
+    """The buffer around ``arr`` if its base already holds ``radius`` margin rows of ``context``."""
+    room = _room(arr, radius)
+    if room is None:
+        return None
+    base, above = room
     buf = base[above - radius: above + arr.shape[0] + radius]
     if not (np.array_equal(buf[:radius], margin_rows(arr[:1], radius, context))
             and np.array_equal(buf[-radius:], margin_rows(arr[-1:], radius, context))):

@@ -335,6 +335,7 @@ def encode_batch(
     threads: "int | None" = None,
     progress: bool = False,
     out: "np.ndarray | None" = None,
+    margin: int = 0,
 ) -> np.ndarray:
     """Run mel windows through the conv AudioEncoder, batch by batch (eval mode, no autograd).
 
@@ -355,6 +356,9 @@ def encode_batch(
         A tqdm bar over the windows.
     out : float32 ndarray (N, 512), optional
         Written in place.
+    margin : int
+        Spare rows to allocate before and after the result (a view into that buffer), so
+        that :func:`pad_context` can add the context rows without copying the features.
 
     Returns
     -------
@@ -375,7 +379,8 @@ def encode_batch(
     engine = resolve_encoder(encoder, mode="ave", precision=precision, device=device, threads=threads)
     n = len(wins)
     if out is None:
-        out = np.empty((n, *engine.row_shape), dtype=np.float32)
+        margin = check_positive_int("margin", margin + 1) - 1  # >= 0
+        out = np.empty((n + 2 * margin, *engine.row_shape), dtype=np.float32)[margin: margin + n]
     bar = None
     if progress:
         from tqdm import tqdm

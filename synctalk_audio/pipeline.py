@@ -131,6 +131,7 @@ def pipeline(
     progress: bool = False,
     threads: "int | None" = None,
     hubert_odd: str = "drop",
+    max_seconds: "float | None" = None,
 ) -> Features:
     """Audio → the mode's features → per-frame U-Net tensors, composed from the public stages.
 
@@ -161,6 +162,9 @@ def pipeline(
         Encoder items per call and CPU threads; the features do not depend on them.
     hubert_odd : "drop" or "pad"
         hubert: drop a last odd HuBERT row (upstream) or pad it with a zero row (Ultralight 2026).
+    max_seconds : float, optional
+        Longest audio file accepted (checked from its header before decoding); default
+        ``$SYNCTALK_AUDIO_MAX_SECONDS`` or 3 hours; ``float("inf")`` for no ceiling.
 
     Returns
     -------
@@ -190,7 +194,8 @@ def pipeline(
     engine = resolve_encoder(checkpoint, mode=mode, precision=precision, device=device, threads=threads)
     source = str(audio) if isinstance(audio, (str, os.PathLike)) else "<array>"
     if isinstance(audio, (str, os.PathLike)):
-        wav = load_audio(audio, sr=config.sample_rate) if mode == "ave" else load_channel(audio, 16000)
+        wav = (load_audio(audio, sr=config.sample_rate, max_seconds=max_seconds) if mode == "ave"
+               else load_channel(audio, 16000, max_seconds=max_seconds))
     else:
         wav = check_waveform(audio)
     n_samples = int(wav.shape[0])
@@ -200,7 +205,8 @@ def pipeline(
         mel = melspectrogram(wav, config)
         del wav  # a decoded hour is 230 MB: freed before encoding
         windows = window(mel, fps)
-        features = encode_batch(windows, engine, batch_size=batch_size, threads=threads, progress=progress)
+        features = encode_batch(windows, engine, batch_size=batch_size, threads=threads, progress=progress,
+                                margin=radius + 1)  # room for pad_context: the features are never copied
         del windows
         padded = pad_context(features, margin=radius, context=context)
         features = padded[1:-1]
