@@ -66,3 +66,22 @@ def test_bad_features(bad):
 def test_context_window_index_range():
     with pytest.raises(sa.ShapeError, match="out of range"):
         sa.context_window(np.zeros((3, 4)), 3)
+
+
+@pytest.mark.parametrize("context", ["zeros", "edge"])
+def test_pad_context_fills_reserved_rows_without_copying(context):
+    """Features in a buffer with spare rows (encode_batch(margin=r + 1)) are padded in place."""
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((7, 512)).astype(np.float32)
+    buf = np.full((7 + 2 * 9, 512), np.nan, np.float32)
+    held = buf[9:16]
+    held[:] = f
+    padded = sa.pad_context(held, margin=8, context=context)
+    assert np.shares_memory(padded, buf) and np.array_equal(padded, sa.pad_context(f))
+    wins = sa.context_windows(padded, context=context)
+    assert np.shares_memory(wins, buf)
+    assert np.array_equal(wins, sa.context_windows(sa.pad_context(f), context=context))
+    assert np.array_equal(held, f)  # the features themselves are untouched
+    small = np.zeros((4, 512), np.float32)[1:3]  # too little room: a fresh buffer, the input untouched
+    out = sa.pad_context(small, margin=8)
+    assert not np.shares_memory(out, small) and np.array_equal(out, sa.pad_context(np.zeros((2, 512), np.float32)))
