@@ -55,6 +55,7 @@ _LAZY = {
     "plot_features": "plot",
     "StreamingPipeline": "stream",
     "StreamPool": "stream",
+    "PoolError": "stream",
     "hubert_features": "hubert",
     "load_hubert_engine": "hubert",
     "wenet_features": "wenet",
