@@ -265,7 +265,7 @@ def test_coreml_program_matches_pytorch(coreml_result, batches, name, seeded_enc
 
 @pytest.mark.skipif(sys.platform != "darwin", reason="Core ML prediction needs macOS")
 def test_coreml_predicts_on_macos(coreml_result, batches, folded):
-    from synctalk_audio.export import _coreml_can_predict
+    from synctalk_audio.coreml import _coreml_can_predict
 
     if not _coreml_can_predict():
         pytest.skip("coremltools' native Core ML module is not available")
