@@ -32,6 +32,8 @@ __all__ = [
     "MelCarry",
     "mel_init",
     "mel_step",
+    "mel_frames",
+    "mel_columns",
 ]
 
 def _check_finite(arr: np.ndarray, name: str) -> np.ndarray:
@@ -397,10 +399,23 @@ def mel_init(config: MelConfig = SYNCTALK_2D) -> MelCarry:
     return MelCarry(0, None, np.empty(0, np.float64), None, 0)
 
 
-def _mel_columns(segment: np.ndarray, count: int, config: MelConfig) -> np.ndarray:
-    """float64 (n_mels, count): the normalised mel of the first ``count`` STFT frames of ``segment``."""
-    spec = stft_frames(segment, 0, count, n_fft=config.n_fft, hop_length=config.hop_length,
-                       win_length=config.win_length)
+def mel_columns(frames: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarray:
+    """The column half of :func:`mel_step`: STFT frames → normalised mel columns.
+
+    Each column depends on its own frame only (Hann window, real FFT, mel, dB, normalisation),
+    so the frames of many streams may be stacked into one call, as
+    :class:`~synctalk_audio.StreamPool` does.
+
+    Parameters
+    ----------
+    frames : float64 (c, n_fft), from :func:`mel_frames`
+
+    Returns
+    -------
+    float64 (n_mels, c)
+    """
+    win = hann_window(config.n_fft, config.win_length)
+    spec = np.fft.rfft(frames * win, axis=-1).T  # what stft_frames computes
     db = amp_to_db(linear_to_mel(np.abs(spec), config), ref_level_db=config.ref_level_db,
                    min_level_db=config.min_level_db)
     return normalize(db, min_level_db=config.min_level_db, max_abs_value=config.max_abs_value,
@@ -409,7 +424,7 @@ def _mel_columns(segment: np.ndarray, count: int, config: MelConfig) -> np.ndarr
 
 def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_2D, *,
              final: bool = False) -> tuple[MelCarry, np.ndarray]:
-    """Advance the mel recipe by one block of samples: the one implementation of its steps.
+    """Advance the mel recipe by one block of samples: :func:`mel_frames` then :func:`mel_columns`.
 
     Pre-emphasis (with the carried last sample), centre padding, STFT, mel, dB and
     normalisation of every column that the samples so far make final — the same float64
@@ -432,6 +447,37 @@ def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_
     carry : MelCarry
     columns : float64 (n_mels, c), the columns ``[carry.n_cols, carry.n_cols + c)``
     """
+    carry, frames = mel_frames(carry, samples, config, final=final)
+    if not frames.shape[0]:
+        return carry, np.empty((config.n_mels, 0), np.float64)
+    return carry, mel_columns(frames, config)
+
+
+def mel_frames(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_2D, *,
+               final: bool = False) -> tuple[MelCarry, np.ndarray]:
+    """The sample half of :func:`mel_step`: the STFT frames of the columns these samples make final.
+
+    Pre-emphasis (with the carried last sample) and centre padding, then the ``n_fft``-sample
+    frames of every column the samples so far make final. Cheap per call; the FFT and mel
+    work is :func:`mel_columns`, which may run on the frames of many streams at once.
+
+    Parameters
+    ----------
+    carry : MelCarry
+        From :func:`mel_init` or the previous step.
+    samples : float ndarray (k,), k >= 0 (validated by the caller)
+    config : MelConfig
+    final : bool
+        The signal ends after ``samples``: pad the end and return the remaining columns up to
+        ``T = 1 + n // hop``.
+
+    Returns
+    -------
+    carry : MelCarry
+    frames : float64 (c, n_fft), read-only views of the centre-padded, pre-emphasised signal:
+        the frames of columns ``[carry.n_cols, carry.n_cols + c)`` (:func:`mel_columns` turns
+        them into the columns)
+    """
     hop, n_fft, pad, k = config.hop_length, config.n_fft, config.n_fft // 2, config.preemphasis
     x64 = samples.astype(np.float64, copy=False)
     y = x64.copy()
@@ -453,20 +499,23 @@ def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_
             buf = np.concatenate([buf, buf[-pad - 1:-1][::-1]])
         stop = n_mel_frames(n_in, hop)
     elif buf_at is None:
-        return MelCarry(n_in, last, buf, None, carry.n_cols), np.empty((config.n_mels, 0), np.float64)
+        return MelCarry(n_in, last, buf, None, carry.n_cols), np.empty((0, n_fft), np.float64)
     else:  # column t covers padded[t·hop, t·hop + n_fft): final once that lies inside the input
         stop = (pad + n_in - n_fft) // hop + 1 if pad + n_in >= n_fft else 0
     count = max(stop - carry.n_cols, 0)
-    cols = (_mel_columns(buf[hop * carry.n_cols - buf_at:], count, config) if count
-            else np.empty((config.n_mels, 0), np.float64))
+    lo = hop * carry.n_cols - buf_at  # frame t covers padded[t·hop, t·hop + n_fft), as stft_frames cuts it
+    # the frames as sliding_window_view(buf[lo:], n_fft)[::hop][:count] cuts them, without its checks
+    frames = (np.lib.stride_tricks.as_strided(buf[lo:lo + (count - 1) * hop + n_fft], (count, n_fft),
+                                              (hop * buf.itemsize, buf.itemsize), writeable=False) if count
+              else np.empty((0, n_fft), np.float64))
     n_cols = carry.n_cols + count
     if final:
-        return MelCarry(n_in, last, np.empty(0, np.float64), hop * n_cols, n_cols), cols
+        return MelCarry(n_in, last, np.empty(0, np.float64), hop * n_cols, n_cols), frames
     # keep what the next column needs, and the last n_fft//2 + 1 samples (reflect end padding)
     keep_from = min(hop * n_cols, buf_at + buf.shape[0] - (pad + 1))
     if keep_from > buf_at:
         buf, buf_at = buf[keep_from - buf_at:], keep_from
-    return MelCarry(n_in, last, buf, buf_at, n_cols), cols
+    return MelCarry(n_in, last, buf, buf_at, n_cols), frames
 
 
 def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarray:

@@ -37,6 +37,7 @@ import numbers
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from .batches import check_positive_int
 from .config import DEFAULT_RADIUS, MEL_FPS, MEL_STEP, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, \
     check_mode, check_radius, mode_shape
 from .context import margin_rows, window_view
-from .dsp import MelCarry, mel_init, mel_step
+from .dsp import MelCarry, mel_columns, mel_frames, mel_init, mel_step
 from .engines import resolve_encoder, run_engine
 from .errors import AudioError, ConfigError, OutputError, ShapeError, StreamError
 from .frames import frame_count, gather_windows, window_start
@@ -151,7 +152,7 @@ def _check_chunk(samples: Any) -> np.ndarray:
     if arr.ndim != 1:
         hint = " (mix channels first, e.g. synctalk_audio.to_mono(chunk) for (n, channels))" if arr.ndim == 2 else ""
         raise AudioError(f"pushed samples must be a 1-D mono array, got shape {arr.shape}{hint}")
-    if arr.size:
+    if arr.size and not np.isfinite(arr).all():
         bad = ~np.isfinite(arr)
         if bad.any():
             first = int(np.argmax(bad))
@@ -187,8 +188,9 @@ class _State:
 
     def copy(self) -> "_State":
         new = object.__new__(_State)
-        for name in self.__slots__:
-            setattr(new, name, getattr(self, name))
+        new.carry, new.n_win, new.n_out, new.finished = self.carry, self.n_win, self.n_out, self.finished
+        new.mel, new.mel_lo, new.mel_hi, new.mel_at = self.mel, self.mel_lo, self.mel_hi, self.mel_at
+        new.ctx, new.ctx_lo, new.ctx_hi, new.ctx_at = self.ctx, self.ctx_lo, self.ctx_hi, self.ctx_at
         return new
 
 
@@ -254,6 +256,10 @@ class _Geometry:
         to :meth:`frames`.
         """
         carry, cols = mel_step(state.carry, chunk, self.config, final=final)
+        return self.ready(state, carry, cols, final=final)
+
+    def ready(self, state: _State, carry: MelCarry, cols: np.ndarray, *, final: bool) -> np.ndarray:
+        """:meth:`windows` after the mel step: take the new carry and columns (n_mels, c)."""
         state.carry = carry
         if cols.shape[1]:  # float32 cast on the copy, as offline's gather_windows does
             state.mel, state.mel_lo, state.mel_hi = _append(state.mel, state.mel_lo, state.mel_hi, cols.T)
@@ -263,15 +269,15 @@ class _Geometry:
         else:
             # Windows final whatever comes next: all 16 columns known (so never clamped: the
             # total T >= n_cols + 2) and the window exists for the shortest possible total length.
-            t_min = 1 + carry.n_in // self.config.hop_length
-            n_min = frame_count(t_min, fps) if t_min >= MEL_STEP else 0
             starts = []
-            while j < n_min:
-                s = window_start(j, fps)
-                if s + MEL_STEP > T:
-                    break
-                starts.append(s)
-                j += 1
+            s = window_start(j, fps)
+            if s + MEL_STEP <= T:  # else nothing is ready (every other 20 ms push): skip the rest
+                t_min = 1 + carry.n_in // self.config.hop_length
+                n_min = frame_count(t_min, fps) if t_min >= MEL_STEP else 0
+                while j < n_min and s + MEL_STEP <= T:
+                    starts.append(s)
+                    j += 1
+                    s = window_start(j, fps)
         if not starts:
             return self.no_windows()
         shift = state.mel_lo - state.mel_at  # buffer row of mel column c: c + shift
@@ -330,10 +336,18 @@ def _concat(parts: list[np.ndarray], geometry: _Geometry) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+#: Why the other front ends do not stream (see docs/serving.md).
+_NOT_STREAMED = {
+    "hubert": "HuBERT normalises the whole file by its mean and variance (and attends over 20 s chunks), so no "
+              "frame is exact before the audio has ended",
+    "wenet": "wenet windows are independent and could stream exactly, but wenet streaming is not implemented",
+}
+
+
 def _geometry(mode: str, fps: "float | None", radius: int, context: str, config: Any) -> _Geometry:
     check_mode(mode)
     if mode != "ave":
-        raise ConfigError(f"mode {mode!r} does not stream exactly here; the streaming conv encoder feeds 'ave' "
+        raise ConfigError(f"mode {mode!r} does not stream here: {_NOT_STREAMED[mode]}; streams run mode 'ave' "
                           f"(run pipeline(..., mode={mode!r}) on whole files)")
     if not isinstance(config, MelConfig):
         raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
@@ -535,26 +549,31 @@ class StreamingPipeline:
         return self._geo.frames(state, self._rows(windows) if windows.shape[0] else None, final=final)
 
 
-def _encode(engine: Any, windows: np.ndarray, *, batch_size: "int | None", threads: "int | None",
-            workers: int = 1) -> np.ndarray:
+def _encode(engine: Any, windows: np.ndarray, *, batch_size: "int | None", threads: "int | None") -> np.ndarray:
     """float32 (k, 80, 16) windows → (k, 512) rows: one direct engine call when they fit one batch
-    (a 20 ms push needs none of :func:`run_engine`'s batching), else :func:`run_engine`.
-
-    ``workers`` > 1 splits the windows evenly into that many batches (at most ``batch_size``
-    each) so that :func:`run_engine` runs them on that many threads.
-    """
+    (a 20 ms push needs none of :func:`run_engine`'s batching), else :func:`run_engine`."""
     k = windows.shape[0]
     bs = batch_size or engine.batch_size
-    if workers > 1 and k > 1:
-        bs = min(bs, -(-k // workers))
     if k > bs:
         return run_engine(engine, k, lambda lo, hi: windows[lo:hi], batch_size=bs, threads=threads)
     running = getattr(engine, "running", None)
     with (running(k, bs, threads) if running is not None else nullcontext()):
-        rows = engine(windows)
+        return _checked(engine(windows))
+
+
+def _checked(rows: np.ndarray) -> np.ndarray:
     if not np.isfinite(rows).all():
         raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised inputs (mel windows in [-4, 4])")
     return rows
+
+
+#: STFT frames per :func:`mel_columns` call in a pool: wide enough to share the per-call numpy
+#: overhead (8 µs per column at 16 against 37 µs for one), narrow enough that OpenBLAS runs the
+#: mel product on one thread (at 32 columns it wakes its thread pool: 30× slower per column).
+_COLUMNS_PER_CALL = 16
+
+#: Fewest windows per worker thread when a pool splits a push's windows across threads.
+_MIN_SPLIT = 4
 
 
 def _stream_engine(checkpoint: Any, precision: "str | None", device: str, threads: "int | None") -> Any:
@@ -570,28 +589,46 @@ def _stream_engine(checkpoint: Any, precision: "str | None", device: str, thread
 
 
 class StreamPool:
-    """Many independent ave streams sharing one engine: one batched encoder call per push.
+    """Many independent ave streams sharing one engine: one batched encoder run per push.
 
-    ``pool.push({key: chunk, ...})`` advances every stream given (a new key opens a stream)
-    and encodes *all* windows that became ready, across streams, in one engine call; each
-    stream's frames equal ``pipeline(its audio).frames`` bit for bit on CPU (the exact and
-    onnx engines are batch-invariant), whatever the other streams do.
+    ``pool.push({key: chunk, ...})`` advances every stream given (a new key opens a stream):
+    the mel columns of all of them in one call, then *all* windows that became ready, across
+    streams, in one engine run. Each stream's frames equal ``pipeline(its audio).frames`` bit
+    for bit on CPU (the exact and onnx engines are batch-invariant), whatever the other
+    streams do. See docs/serving.md for a server loop and measured capacity.
 
     Parameters
     ----------
-    checkpoint, mode, fps, device, precision, context, radius, config, batch_size, threads
-        As for :class:`StreamingPipeline`; every stream shares them.
+    checkpoint, mode, fps, device, precision, context, radius, config, batch_size
+        As for :class:`StreamingPipeline`; every stream shares them. ``mode`` must be "ave":
+        hubert cannot stream exactly (whole-file normalisation), wenet streaming is not
+        implemented (a ConfigError says so).
+    threads : int or None
+        CPU threads of the encoder (default 1). With the PyTorch engines on CPU, a push's
+        windows are split over that many worker threads of the pool, each running one torch
+        thread (torch's thread count is process-wide: it is set for the run and restored).
+        For an .onnx checkpoint: onnxruntime's intra-op threads. The frames do not depend on it.
+
+    Attributes
+    ----------
+    latency : Latency
+        The algorithmic latency of every stream (452.5 ms at 25 fps, radius 8).
+    precision, device : str
+    frame_shape : tuple
 
     Notes
     -----
-    A bad chunk for one key raises :class:`PoolError` after the other keys of the same push
-    were processed; the failing stream is left as it was (its chunk not consumed). Calls are
-    serialised by a lock.
+    A bad chunk for one key (not a 1-D float array, NaN/Inf) raises :class:`PoolError` after
+    the other keys of the same push were processed; ``.frames`` holds theirs, and the failing
+    stream is left as it was (its chunk not consumed, a new key not opened). If the encoder
+    itself fails, no stream of that push advances. Calls are serialised by a lock.
 
     Examples
     --------
-    >>> pool = StreamPool(checkpoint="seeded", device="cpu")                # doctest: +SKIP
+    >>> pool = StreamPool(checkpoint="seeded", device="cpu", threads=2)       # doctest: +SKIP
     >>> out = pool.push({"alice": chunk_a, "bob": chunk_b})                   # doctest: +SKIP
+    >>> out["alice"].shape                                                    # doctest: +SKIP
+    (1, 32, 16, 16)
     >>> tail = pool.flush("alice")                                            # doctest: +SKIP
     """
 
@@ -615,8 +652,12 @@ class StreamPool:
         self.threads = check_positive_int("threads", threads)
         self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
         self._engine_threads = None if self._encoder.precision == "onnx" else self.threads
-        # batch-invariant torch engines on CPU: split a tick's windows over the threads
-        self._workers = (self.threads or 1) if self._encoder.batch_invariant and self._engine_threads else 1
+        # batch-invariant torch engines on CPU: a push's windows are split over `threads` worker
+        # threads, one torch thread each (onnxruntime parallelises inside its own call)
+        self._workers = self.threads if self._encoder.batch_invariant and (self.threads or 1) > 1 \
+            and self._engine_threads and str(self._encoder.device) == "cpu" else 1
+        self._executor: "ThreadPoolExecutor | None" = None
+        self._no_cols = np.empty((config.n_mels, 0), np.float64)
         self.precision = self._encoder.precision
         self.device = str(self._encoder.device)
         self.latency = latency_for(self.fps, config, radius=radius)
@@ -627,10 +668,44 @@ class StreamPool:
         """The open streams' keys, in the order they were opened."""
         return list(self._states)
 
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one frame, (32, 16, 16) for ave at radius 8."""
+        return self._geo.shape
+
+    def __repr__(self) -> str:
+        return (f"StreamPool(mode={self.mode!r}, fps={self.fps}, context={self.context!r}, radius={self.radius}, "
+                f"precision={self.precision!r}, device={self.device!r}, threads={self.threads}, "
+                f"streams={len(self._states)}, latency={self.latency.ms:g} ms)")
+
     def reset(self, key: Hashable) -> None:
         """Forget ``key``'s input (it starts again at its next push)."""
         with self._lock:
             self._states.pop(key, None)
+
+    def _windows(self, staged: "list[tuple[_State, Any]]") -> list[np.ndarray]:
+        """Each stream's ready windows: one :func:`mel_columns` call on the STFT frames of all streams.
+
+        ``staged`` holds (state, (carry, frames)) after :func:`mel_frames`, or (state, windows)
+        for a stream whose push was too long to stack.
+        """
+        stacked = [item[1][1] for item in staged if isinstance(item[1], tuple)]
+        frames = np.concatenate(stacked) if len(stacked) > 1 else stacked[0] if stacked else None
+        cols = None
+        if frames is not None and frames.shape[0]:
+            cols = np.concatenate([mel_columns(frames[lo:lo + _COLUMNS_PER_CALL], self.config)
+                                   for lo in range(0, frames.shape[0], _COLUMNS_PER_CALL)], axis=1)
+        out, at = [], 0
+        for state, item in staged:
+            if not isinstance(item, tuple):
+                out.append(item)
+                continue
+            carry, own = item
+            n = own.shape[0]
+            part = cols[:, at:at + n] if n else self._no_cols
+            at += n
+            out.append(self._geo.ready(state, carry, part, final=False))
+        return out
 
     def _encode(self, windows: list[np.ndarray]) -> "list[np.ndarray | None]":
         """One engine run for the windows of all streams; the rows split back per stream (None: no windows)."""
@@ -639,13 +714,36 @@ class StreamPool:
         if total == 0:
             return [None] * len(windows)
         batch = windows[sizes.index(total)] if total in sizes else np.concatenate([w for w in windows if w.shape[0]])
-        rows = _encode(self._encoder, batch, batch_size=self.batch_size, threads=self._engine_threads,
-                       workers=self._workers)
+        rows = self._run(batch)
         out, lo = [], 0
         for n in sizes:
             out.append(rows[lo:lo + n] if n else None)
             lo += n
         return out
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (k, 80, 16) → (k, 512): one engine call, or ``threads`` concurrent ones (one
+        torch thread each, on this pool's worker threads) of at least 4 windows each."""
+        k = batch.shape[0]
+        parts = min(self._workers, k // _MIN_SPLIT)
+        bs = self.batch_size or self._encoder.batch_size
+        if parts <= 1 or k > parts * bs:
+            threads = 1 if self._workers > 1 and k <= bs else self._engine_threads  # never intra-op on a tiny batch
+            return _encode(self._encoder, batch, batch_size=self.batch_size, threads=threads)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="synctalk-pool")
+        bounds = [k * i // parts for i in range(parts + 1)]
+        with self._encoder.running(k, -(-k // parts), 1):  # torch: one thread per worker (process-wide, restored)
+            futures = [self._executor.submit(self._encoder, batch[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+            rows = [f.result() for f in futures]
+        return _checked(np.concatenate(rows))
+
+    def close(self) -> None:
+        """Stop the pool's worker threads (they start again when needed); the streams stay open."""
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
         """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
@@ -659,25 +757,22 @@ class StreamPool:
         if not isinstance(chunks, Mapping):
             raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
         with self._lock:
-            staged: dict[Hashable, tuple[_State, list[np.ndarray]]] = {}
+            staged: dict[Hashable, tuple[_State, Any]] = {}
             errors: dict[Hashable, Exception] = {}
             for key, samples in chunks.items():
                 try:
                     chunk = _check_chunk(samples)
-                    state = self._states.get(key) or _State(self.config, self.radius)
-                    if state.finished:
-                        raise StreamError(f"push() for {key!r} after its flush()")
-                    state = state.copy()
-                    if chunk.shape[0] <= _PIECE:
-                        windows = self._geo.windows(state, chunk, final=False)
+                    state = (self._states.get(key) or _State(self.config, self.radius)).copy()
+                    if chunk.shape[0] <= _PIECE:  # the STFT frames now; their columns below, all streams at once
+                        staged[key] = (state, mel_frames(state.carry, chunk, self.config))
                     else:
-                        windows = np.concatenate([self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
-                                                  for lo in range(0, chunk.shape[0], _PIECE)])
-                    staged[key] = (state, windows)
+                        staged[key] = (state, np.concatenate([
+                            self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
+                            for lo in range(0, chunk.shape[0], _PIECE)]))
                 except (AudioError, StreamError) as exc:
                     errors[key] = exc
             keys = list(staged)
-            rows = self._encode([staged[k][1] for k in keys])
+            rows = self._encode(self._windows([staged[k] for k in keys]))
             out = {}
             for key, r in zip(keys, rows):
                 state = staged[key][0]

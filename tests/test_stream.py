@@ -150,15 +150,17 @@ def test_state_stays_bounded(sp, demo_wav):
     """No history is kept: buffers stay a few windows long whatever the stream length."""
     sp.reset()
     wav = np.tile(demo_wav, 2)[:100000]
-    worst = [0, 0, 0]
+    worst = [0, 0, 0, 0]
     for i in range(0, wav.shape[0], CHUNK_20MS):
         sp.push(wav[i:i + CHUNK_20MS])
         st_ = sp._state
-        worst = [max(worst[0], st_.carry.buf.shape[0]), max(worst[1], st_.mel.shape[1]),
-                 max(worst[2], 0 if st_.ctx is None else st_.ctx.shape[0])]
+        worst = [max(worst[0], st_.carry.buf.shape[0]), max(worst[1], st_.mel_hi - st_.mel_lo),
+                 max(worst[2], 0 if st_.ctx is None else st_.ctx_hi - st_.ctx_lo),
+                 max(worst[3], st_.mel.shape[0], 0 if st_.ctx is None else st_.ctx.shape[0])]
     assert worst[0] < 800 + CHUNK_20MS      # STFT overlap + one chunk
     assert worst[1] <= 16 + 16 + 4           # one window plus the clamp reserve
     assert worst[2] <= 2 * stream_mod.RADIUS + 2
+    assert worst[3] <= stream_mod._MIN_ROWS  # the buffers never grew
     assert sp.frames_out > 100
 
 
@@ -276,7 +278,8 @@ def test_empty_and_odd_but_valid_chunks(sp, demo_wav, seeded_encoder):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"mode": "hubert"}, "does not stream exactly"),
+    ({"mode": "hubert"}, "does not stream here: HuBERT normalises the whole file"),
+    ({"mode": "wenet"}, "wenet streaming is not implemented"),
     ({"mode": "nope"}, "unknown mode"),
     ({"precision": "half"}, "precision"),
     ({"context": "mirror"}, "unknown context"),
