@@ -1,0 +1,261 @@
+"""Many exact ave streams sharing one engine: :class:`StreamPool` (one batched encoder call
+per tick across streams) and its :class:`PoolError`. The per-stream state machine is
+:mod:`synctalk_audio.stream`'s, the same one :class:`~synctalk_audio.StreamingPipeline` runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Hashable, Mapping
+
+import numpy as np
+
+from .batches import check_positive_int
+from .config import SYNCTALK_2D, MelConfig
+from .dsp import mel_columns, mel_frames
+from .errors import AudioError, ConfigError, StreamError
+from .frames import frame_count
+from .stream import _PIECE, RADIUS, _check_chunk, _checked, _encode, _geometry, \
+    _State, _stream_engine, latency_for
+
+__all__ = ["StreamPool", "PoolError"]
+
+#: STFT frames per :func:`mel_columns` call in a pool: wide enough to share the per-call numpy
+#: overhead (8 µs per column at 16 against 37 µs for one), narrow enough that OpenBLAS runs the
+#: mel product on one thread (at 32 columns it wakes its thread pool: 30× slower per column).
+_COLUMNS_PER_CALL = 16
+
+#: Fewest windows per worker thread when a pool splits a push's windows across threads.
+_MIN_SPLIT = 4
+
+
+class StreamPool:
+    """Many independent ave streams sharing one engine: one batched encoder run per push.
+
+    ``pool.push({key: chunk, ...})`` advances every stream given (a new key opens a stream):
+    the mel columns of all of them in one call, then *all* windows that became ready, across
+    streams, in one engine run. Each stream's frames equal ``pipeline(its audio).frames`` bit
+    for bit on CPU (the exact and onnx engines are batch-invariant), whatever the other
+    streams do. See docs/serving.md for a server loop and measured capacity.
+
+    Parameters
+    ----------
+    checkpoint, mode, fps, device, precision, context, radius, config, batch_size
+        As for :class:`StreamingPipeline`; every stream shares them. ``mode`` must be "ave":
+        hubert cannot stream exactly (whole-file normalisation), wenet streaming is not
+        implemented (a ConfigError says so).
+    threads : int or None
+        CPU threads of the encoder (default 1). With the PyTorch engines on CPU, a push's
+        windows are split over that many worker threads of the pool, each running one torch
+        thread (torch's thread count is process-wide: it is set for the run and restored).
+        For an .onnx checkpoint: onnxruntime's intra-op threads. The frames do not depend on it.
+
+    Attributes
+    ----------
+    latency : Latency
+        The algorithmic latency of every stream (452.5 ms at 25 fps, radius 8).
+    precision, device : str
+    frame_shape : tuple
+
+    Notes
+    -----
+    A bad chunk for one key (not a 1-D float array, NaN/Inf) raises :class:`PoolError` after
+    the other keys of the same push were processed; ``.frames`` holds theirs, and the failing
+    stream is left as it was (its chunk not consumed, a new key not opened). If the encoder
+    itself fails, no stream of that push advances. Calls are serialised by a lock.
+
+    Examples
+    --------
+    >>> pool = StreamPool(checkpoint="seeded", device="cpu", threads=2)       # doctest: +SKIP
+    >>> out = pool.push({"alice": chunk_a, "bob": chunk_b})                   # doctest: +SKIP
+    >>> out["alice"].shape                                                    # doctest: +SKIP
+    (1, 32, 16, 16)
+    >>> tail = pool.flush("alice")                                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        checkpoint: Any = None,
+        *,
+        mode: str = "ave",
+        fps: float | None = None,
+        device: str = "auto",
+        precision: "str | None" = None,
+        context: str = "zeros",
+        radius: int = RADIUS,
+        config: MelConfig = SYNCTALK_2D,
+        batch_size: int | None = None,
+        threads: int | None = 1,
+    ) -> None:
+        self._geo = _geometry(mode, fps, radius, context, config)
+        self.mode, self.fps, self.context, self.radius, self.config = mode, self._geo.fps, context, radius, config
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.threads = check_positive_int("threads", threads)
+        self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
+        self._engine_threads = None if self._encoder.precision == "onnx" else self.threads
+        # batch-invariant torch engines on CPU: a push's windows are split over `threads` worker
+        # threads, one torch thread each (onnxruntime parallelises inside its own call)
+        self._workers = self.threads if self._encoder.batch_invariant and (self.threads or 1) > 1 \
+            and self._engine_threads and str(self._encoder.device) == "cpu" else 1
+        self._executor: "ThreadPoolExecutor | None" = None
+        self._no_cols = np.empty((config.n_mels, 0), np.float64)
+        self.precision = self._encoder.precision
+        self.device = str(self._encoder.device)
+        self.latency = latency_for(self.fps, config, radius=radius)
+        self._states: dict[Hashable, _State] = {}
+        self._lock = threading.Lock()
+
+    def keys(self) -> list[Hashable]:
+        """The open streams' keys, in the order they were opened."""
+        return list(self._states)
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one frame, (32, 16, 16) for ave at radius 8."""
+        return self._geo.shape
+
+    def __repr__(self) -> str:
+        return (f"StreamPool(mode={self.mode!r}, fps={self.fps}, context={self.context!r}, radius={self.radius}, "
+                f"precision={self.precision!r}, device={self.device!r}, threads={self.threads}, "
+                f"streams={len(self._states)}, latency={self.latency.ms:g} ms)")
+
+    def reset(self, key: Hashable) -> None:
+        """Forget ``key``'s input (it starts again at its next push)."""
+        with self._lock:
+            self._states.pop(key, None)
+
+    def _windows(self, staged: "list[tuple[_State, Any]]") -> list[np.ndarray]:
+        """Each stream's ready windows: one :func:`mel_columns` call on the STFT frames of all streams.
+
+        ``staged`` holds (state, (carry, frames)) after :func:`mel_frames`, or (state, windows)
+        for a stream whose push was too long to stack.
+        """
+        stacked = [item[1][1] for item in staged if isinstance(item[1], tuple)]
+        frames = np.concatenate(stacked) if len(stacked) > 1 else stacked[0] if stacked else None
+        cols = None
+        if frames is not None and frames.shape[0]:
+            cols = np.concatenate([mel_columns(frames[lo:lo + _COLUMNS_PER_CALL], self.config)
+                                   for lo in range(0, frames.shape[0], _COLUMNS_PER_CALL)], axis=1)
+        out, at = [], 0
+        for state, item in staged:
+            if not isinstance(item, tuple):
+                out.append(item)
+                continue
+            carry, own = item
+            n = own.shape[0]
+            part = cols[:, at:at + n] if n else self._no_cols
+            at += n
+            out.append(self._geo.ready(state, carry, part, final=False))
+        return out
+
+    def _encode(self, windows: list[np.ndarray]) -> "list[np.ndarray | None]":
+        """One engine run for the windows of all streams; the rows split back per stream (None: no windows)."""
+        sizes = [w.shape[0] for w in windows]
+        total = sum(sizes)
+        if total == 0:
+            return [None] * len(windows)
+        batch = windows[sizes.index(total)] if total in sizes else np.concatenate([w for w in windows if w.shape[0]])
+        rows = self._run(batch)
+        out, lo = [], 0
+        for n in sizes:
+            out.append(rows[lo:lo + n] if n else None)
+            lo += n
+        return out
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (k, 80, 16) → (k, 512): one engine call, or ``threads`` concurrent ones (one
+        torch thread each, on this pool's worker threads) of at least 4 windows each."""
+        k = batch.shape[0]
+        parts = min(self._workers, k // _MIN_SPLIT)
+        bs = self.batch_size or self._encoder.batch_size
+        if parts <= 1 or k > parts * bs:
+            threads = 1 if self._workers > 1 and k <= bs else self._engine_threads  # never intra-op on a tiny batch
+            return _encode(self._encoder, batch, batch_size=self.batch_size, threads=threads)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="synctalk-pool")
+        bounds = [k * i // parts for i in range(parts + 1)]
+        with self._encoder.running(k, -(-k // parts), 1):  # torch: one thread per worker (process-wide, restored)
+            futures = [self._executor.submit(self._encoder, batch[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+            rows = [f.result() for f in futures]
+        return _checked(np.concatenate(rows))
+
+    def close(self) -> None:
+        """Stop the pool's worker threads (they start again when needed); the streams stay open."""
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
+        """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
+
+        Raises
+        ------
+        PoolError
+            One or more chunks were bad: ``.errors`` maps their keys to the library error;
+            ``.frames`` holds the frames of the keys that succeeded (their state advanced).
+        """
+        if not isinstance(chunks, Mapping):
+            raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
+        with self._lock:
+            staged: dict[Hashable, tuple[_State, Any]] = {}
+            errors: dict[Hashable, Exception] = {}
+            for key, samples in chunks.items():
+                try:
+                    chunk = _check_chunk(samples)
+                    state = (self._states.get(key) or _State(self.config, self.radius)).copy()
+                    if chunk.shape[0] <= _PIECE:  # the STFT frames now; their columns below, all streams at once
+                        staged[key] = (state, mel_frames(state.carry, chunk, self.config))
+                    else:
+                        staged[key] = (state, np.concatenate([
+                            self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
+                            for lo in range(0, chunk.shape[0], _PIECE)]))
+                except (AudioError, StreamError) as exc:
+                    errors[key] = exc
+            keys = list(staged)
+            rows = self._encode(self._windows([staged[k] for k in keys]))
+            out = {}
+            for key, r in zip(keys, rows):
+                state = staged[key][0]
+                out[key] = self._geo.frames(state, r, final=False)
+                self._states[key] = state
+        if errors:
+            raise PoolError(errors, out)
+        return out
+
+    def flush(self, key: Hashable) -> np.ndarray:
+        """End ``key``'s stream: return its remaining frames and close it.
+
+        Raises
+        ------
+        StreamError : unknown key
+        AudioError : fewer than 3000 samples in all (the stream stays open)
+        """
+        with self._lock:
+            if key not in self._states:
+                raise StreamError(f"no open stream {key!r}")
+            state = self._states[key]
+            frame_count(1 + state.carry.n_in // self.config.hop_length, self.fps)  # too short: AudioError
+            state = state.copy()
+            windows = self._geo.windows(state, np.empty(0, np.float32), final=True)
+            frames = self._geo.frames(state, self._encode([windows])[0], final=True)
+            del self._states[key]
+        return frames
+
+
+class PoolError(StreamError):
+    """Some chunks of a :meth:`StreamPool.push` were bad.
+
+    Attributes
+    ----------
+    errors : dict key → library error (those streams are unchanged)
+    frames : dict key → frames, for the keys that succeeded
+    """
+
+    def __init__(self, errors: Mapping[Hashable, Exception], frames: Mapping[Hashable, np.ndarray]) -> None:
+        self.errors, self.frames = dict(errors), dict(frames)
+        first = next(iter(self.errors.items()))
+        super().__init__(f"{len(self.errors)} stream(s) rejected their chunk, e.g. {first[0]!r}: {first[1]}")
+
+
