@@ -5,19 +5,16 @@ per tick across streams) and its :class:`PoolError`. The per-stream state machin
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Hashable, Mapping
 
 import numpy as np
 
-from .batches import check_positive_int
 from .config import SYNCTALK_2D, MelConfig
 from .dsp import mel_columns, mel_frames
 from .errors import AudioError, ConfigError, StreamError
 from .frames import frame_count
-from .stream import _PIECE, RADIUS, _check_chunk, _checked, _encode, _geometry, \
-    _State, _stream_engine, latency_for
+from .stream import _PIECE, RADIUS, _check_chunk, _checked, _configure, _encode, _State
 
 __all__ = ["StreamPool", "PoolError"]
 
@@ -88,23 +85,16 @@ class StreamPool:
         batch_size: int | None = None,
         threads: int | None = 1,
     ) -> None:
-        self._geo = _geometry(mode, fps, radius, context, config)
-        self.mode, self.fps, self.context, self.radius, self.config = mode, self._geo.fps, context, radius, config
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.threads = check_positive_int("threads", threads)
-        self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
-        self._engine_threads = None if self._encoder.precision == "onnx" else self.threads
+        _configure(self, checkpoint, mode=mode, fps=fps, device=device, precision=precision, context=context,
+                   radius=radius, config=config, batch_size=batch_size, threads=threads)
         # batch-invariant torch engines on CPU: a push's windows are split over `threads` worker
         # threads, one torch thread each (onnxruntime parallelises inside its own call)
         self._workers = self.threads if self._encoder.batch_invariant and (self.threads or 1) > 1 \
             and self._engine_threads and str(self._encoder.device) == "cpu" else 1
         self._executor: "ThreadPoolExecutor | None" = None
         self._no_cols = np.empty((config.n_mels, 0), np.float64)
-        self.precision = self._encoder.precision
-        self.device = str(self._encoder.device)
-        self.latency = latency_for(self.fps, config, radius=radius)
+        self.latency = self._latency
         self._states: dict[Hashable, _State] = {}
-        self._lock = threading.Lock()
 
     def keys(self) -> list[Hashable]:
         """The open streams' keys, in the order they were opened."""

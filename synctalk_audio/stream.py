@@ -407,17 +407,9 @@ class StreamingPipeline:
         batch_size: int | None = None,
         threads: int | None = 1,
     ) -> None:
-        self._geo = _geometry(mode, fps, radius, context, config)
-        self.mode, self.fps, self.context, self.radius, self.config = mode, self._geo.fps, context, radius, config
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.threads = check_positive_int("threads", threads)
-        self._encoder = _stream_engine(checkpoint, precision, device, self.threads)
-        self._engine_threads = None if self._encoder.precision == "onnx" else self.threads
-        self.precision = self._encoder.precision
-        self.device = str(self._encoder.device)
-        self._latency = latency_for(self.fps, config, radius=radius)
+        _configure(self, checkpoint, mode=mode, fps=fps, device=device, precision=precision, context=context,
+                   radius=radius, config=config, batch_size=batch_size, threads=threads)
         self._state = _State(config, radius)
-        self._lock = threading.Lock()
         self._warm_up()
 
     # ----------------------------------------------------------------- public API
@@ -559,6 +551,22 @@ def _checked(rows: np.ndarray) -> np.ndarray:
     if not np.isfinite(rows).all():
         raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised inputs (mel windows in [-4, 4])")
     return rows
+
+
+def _configure(obj: Any, checkpoint: Any, *, mode: str, fps: "float | None", device: str, precision: "str | None",
+               context: str, radius: int, config: Any, batch_size: "int | None", threads: "int | None") -> None:
+    """The settings :class:`StreamingPipeline` and :class:`~synctalk_audio.StreamPool` share:
+    validated, their geometry, their engine (through the seam) and the lock serialising calls."""
+    obj._geo = _geometry(mode, fps, radius, context, config)
+    obj.mode, obj.fps, obj.context, obj.radius, obj.config = mode, obj._geo.fps, context, radius, config
+    obj.batch_size = check_positive_int("batch_size", batch_size)
+    obj.threads = check_positive_int("threads", threads)
+    obj._encoder = _stream_engine(checkpoint, precision, device, obj.threads)
+    obj._engine_threads = None if obj._encoder.precision == "onnx" else obj.threads
+    obj.precision = obj._encoder.precision
+    obj.device = str(obj._encoder.device)
+    obj._latency = latency_for(obj.fps, config, radius=radius)
+    obj._lock = threading.Lock()
 
 
 def _stream_engine(checkpoint: Any, precision: "str | None", device: str, threads: "int | None") -> Any:
