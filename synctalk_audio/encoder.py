@@ -24,20 +24,11 @@ import torch
 from torch import nn
 
 from .config import ENCODER_LAYOUT, FEATURE_DIM
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError
 from .seeded import seeded_state_dict  # re-exported: stand-in weights in the checkpoint layout
 
-__all__ = [
-    "ENCODER_LAYOUT",
-    "FEATURE_DIM",
-    "AudioEncoder",
-    "fold_batchnorm",
-    "state_dict_sha256",
-    "normalize_state_dict",
-    "load_encoder",
-    "resolve_device",
-    "seeded_state_dict",
-]
+__all__ = ["ENCODER_LAYOUT", "FEATURE_DIM", "AudioEncoder", "fold_batchnorm", "state_dict_sha256",
+           "normalize_state_dict", "load_encoder", "seeded_state_dict"]
 
 _PREFIX = "audio_encoder."
 
@@ -292,23 +283,15 @@ def load_encoder(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    from .torch_engines import resolve_device
+
     return model.to(resolve_device(device))
 
 
-def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
-    """``"auto"``/None → CUDA when available, else CPU; anything else is checked and returned."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        text = " ".join(str(exc).split())[:120]
-        raise ConfigError(f"unknown device {device!r} ({text}); expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type not in ("cpu", "cuda"):  # meta holds no data; other backends are untested here
-        raise ConfigError(f"device {device!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
-                          "device(s), cuda:0 …")
-    return dev
+def __getattr__(name: str) -> Any:
+    """``resolve_device`` lives with the engines (:mod:`synctalk_audio.torch_engines`)."""
+    if name == "resolve_device":
+        from .torch_engines import resolve_device
+
+        return resolve_device
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FEATURE_DIM, WINDOW_SHAPE
-from .encoder import AudioEncoder, fold_batchnorm, resolve_device
+from .encoder import AudioEncoder, fold_batchnorm
 from .errors import ConfigError
 from .flops import layer_shapes
 
@@ -45,6 +45,25 @@ ENCODER_PRECISIONS = ("exact", "fast")
 #: Default windows per forward pass: per worker thread on CPU (measured on a 2-core Xeon with
 #: 2 MB L2 per core: 24–48 are equally fast, 16 and 64+ slower), per pass on CUDA.
 _DEFAULT_BATCH = {("cpu", "exact"): 32, ("cpu", "fast"): 32, ("cuda", "exact"): 1024, ("cuda", "fast"): 2048}
+
+
+def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
+    """``"auto"``/None → CUDA when available, else CPU; anything else is checked and returned."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        text = " ".join(str(exc).split())[:120]
+        raise ConfigError(f"unknown device {device!r} ({text}); expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):  # meta holds no data; other backends are untested here
+        raise ConfigError(f"device {device!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                          "device(s), cuda:0 …")
+    return dev
 
 
 def cpu_has_bf16() -> bool:
