@@ -189,16 +189,17 @@ class _ExactOneDNN(PreparedEncoder):
                         own(bn.bias, 0.0), float(bn.eps)),
                 ))
         self._layers = tuple(layers)
-        self._packed = self._prepack()
-        self.compute = "float32 oneDNN convolutions (any batch size), BatchNorm unfolded" + (
-            ", weights reordered once" if self._packed is not None else "")
+        self._packed: "tuple[tuple | None] | None" = None  # built on the first small batch (streams)
+        self.compute = "float32 oneDNN convolutions (any batch size), BatchNorm unfolded"
 
     def _prepack(self) -> "tuple | None":
         """Each weight reordered once into oneDNN's blocked layout (``mkldnn_prepacked``), or None.
 
         The plain call reorders every weight on every call: for one window that is ~40 % of the
         forward. The prepacked op runs the same oneDNN primitive on the same layouts, so its rows
-        are bit-identical — checked here on a probe (1 and 3 windows), else it is not used.
+        are bit-identical — checked here on a probe (1 and 4 windows), else it is not used.
+        Built lazily by the first batch of at most :data:`_PACKED_MAX_BATCH` windows (a stream's
+        tick): offline batches amortise the reorder and never pay the probe's kernel set-up.
         """
         ops = getattr(torch.ops, "mkldnn_prepacked", None)
         try:
@@ -206,16 +207,23 @@ class _ExactOneDNN(PreparedEncoder):
             packed = tuple(ops.conv2d_prepack(layer.weight, layer.bias, list(layer.stride), list(layer.padding),
                                               [1, 1], 1, [1, *shape], "none")
                            for layer, shape in zip(self._layers, shapes))
-            probe = torch.randn(3, *WINDOW_SHAPE, generator=torch.Generator().manual_seed(0)).clamp_(-4, 4)
+            probe = torch.randn(_PACKED_MAX_BATCH, *WINDOW_SHAPE,
+                                generator=torch.Generator().manual_seed(0)).clamp_(-4, 4)
             with torch.inference_mode():
                 same = all(torch.equal(self._forward(probe[:n], packed), self._forward(probe[:n], None))
-                           for n in (1, 3))
+                           for n in (1, _PACKED_MAX_BATCH))
             return packed if same else None
         except (AttributeError, RuntimeError, TypeError):
             return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward(x, self._packed)
+        if x.shape[0] > _PACKED_MAX_BATCH:
+            return self._forward(x, None)
+        if self._packed is None:  # two threads may both build it: same result, last one kept
+            self._packed = (self._prepack(),)
+            if self._packed[0] is not None:
+                self.compute += "; small batches: weights reordered once"
+        return self._forward(x, self._packed[0])
 
     def _forward(self, x: torch.Tensor, packed: "tuple | None") -> torch.Tensor:
         if packed is not None:
@@ -229,6 +237,10 @@ class _ExactOneDNN(PreparedEncoder):
                 y.add_(x)
             x = y.relu_()
         return x.reshape(x.shape[0], -1)
+
+
+#: Largest batch that runs on the prepacked weights (what a stream's tick encodes).
+_PACKED_MAX_BATCH = 4
 
 
 class _IEEEFloat32:
