@@ -44,12 +44,22 @@ demo:
 # BENCH_ARGS="--long" adds the 1-hour run. librosa 0.10.1 (the baseline) imports pkg_resources,
 # which setuptools >= 81 dropped while torch 2.13 needs setuptools >= 77: the benchmark alone
 # gets setuptools 69's pkg_resources in .venv/bench-site (bench.py puts it on the path).
+# The wenet baseline needs torchaudio's compliance/kaldi.py (upstream's fbank; its compiled part
+# does not load against torch 2.13, so the wheel goes --no-deps into a folder never on sys.path,
+# and bench.py loads that one file) and kaldi-native-fbank (Kaldi's C++ fbank, for comparison).
 BENCH_SITE := $(VENV)/bench-site
+BENCH_UPSTREAM := $(VENV)/bench-upstream
 
 bench:
 	$(MAKE) setup EXTRAS=dev,plot,export,bench
-	$(MAKE) $(BENCH_SITE)/pkg_resources/__init__.py
+	$(MAKE) $(BENCH_SITE)/pkg_resources/__init__.py $(BENCH_UPSTREAM)/.installed
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+$(BENCH_UPSTREAM)/.installed:
+	rm -rf $(BENCH_UPSTREAM)
+	$(PIP) install -q --no-deps --target $(BENCH_UPSTREAM)/torchaudio "torchaudio>=2.5"
+	$(PIP) install -q --no-deps --target $(BENCH_UPSTREAM)/knf kaldi-native-fbank
+	touch $@
 
 $(BENCH_SITE)/pkg_resources/__init__.py:
 	rm -rf $(BENCH_SITE).tmp
