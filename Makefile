@@ -51,9 +51,10 @@ BENCH_SITE := $(VENV)/bench-site
 BENCH_UPSTREAM := $(VENV)/bench-upstream
 
 bench:
-	$(MAKE) setup EXTRAS=dev,plot,export,bench
+	$(MAKE) setup EXTRAS=dev,plot,export,ray,bench
 	$(MAKE) $(BENCH_SITE)/pkg_resources/__init__.py $(BENCH_UPSTREAM)/.installed
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_jobs.py
 
 $(BENCH_UPSTREAM)/.installed:
 	rm -rf $(BENCH_UPSTREAM)
