@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from . import __version__
-from .cli_common import DEMO_AUDIO, PROG, SEEDED, _one_line, load_weights  # noqa: F401  (SEEDED: cli.SEEDED)
+from .cli_common import DEMO_AUDIO, PROG, SEEDED, _one_line, load_weights, one_line_text  # noqa: F401  (SEEDED: cli.SEEDED)
 from .cli_commands import (_add_dataset, _add_demo, _add_export, _add_features, _add_frames, _add_plot, _add_reference,
                            _add_stream, _add_validate, _run_dataset, _run_demo, _run_export, _run_features, _run_frames,
                            _run_plot, _run_reference, _run_stream, _run_validate)
@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one stderr line and exit code 2."""
 
     def error(self, message: str) -> "None":  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line_text(message)} (see {self.prog} --help)\n")
 
 
 _Formatter = argparse.RawDescriptionHelpFormatter

@@ -175,9 +175,16 @@ def _summary(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 
+def one_line_text(text: str) -> str:
+    """``text`` on one printable line: whitespace runs (every Unicode line break included) folded
+    to one space, other control characters escaped (``\\x1e``)."""
+    folded = " ".join(text.split())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in folded)
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = str(exc)
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
-    return text or type(exc).__name__
+    return one_line_text(text) or type(exc).__name__
 

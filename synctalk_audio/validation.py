@@ -22,7 +22,6 @@ import numpy as np
 
 from ._io import jsonable, load_npy, read_json
 from .dataset import (
-    ARRAY_FILES,
     ARTIFACTS,
     artifact_files,
     DEFAULT_TOLERANCES,

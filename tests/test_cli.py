@@ -324,3 +324,12 @@ def test_frames_command_errors(tmp_path, capsys, maker, args, match):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("synctalk-audio: error:") and match in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("value", ["\x1e", "a\nb", "\u2028", "\x00x"])
+def test_control_characters_in_options_stay_one_line(value, capsys):
+    """Whatever an option holds, the error is one printable line (found by the CLI fuzz)."""
+    assert cli.main(["features", "x.wav", "-c", "seeded", f"--dpi={value}", "-o", "o"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.splitlines()[0].startswith("synctalk-audio: error:") and err.isprintable() is False
+    assert len(err.splitlines()) == 1 and err.rstrip("\n").isprintable()
