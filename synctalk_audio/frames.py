@@ -217,10 +217,12 @@ class MelWindows:
         return np.flatnonzero(~const), np.flatnonzero(const), vals[const, 0]
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    view = arr.view()
-    view.setflags(write=False)
-    return view
+def readonly(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a read-only array: itself when already read-only, else a read-only view."""
+    if arr.flags.writeable:
+        arr = arr.view()
+        arr.setflags(write=False)
+    return arr
 
 
 def window(mel: np.ndarray, fps: float = 25) -> MelWindows:
@@ -244,4 +246,4 @@ def window(mel: np.ndarray, fps: float = 25) -> MelWindows:
     """
     arr = check_mel(mel, n_mels=None)
     starts = window_starts(arr.shape[1], fps)
-    return MelWindows(mel32=_readonly(np.ascontiguousarray(arr, dtype=np.float32)), starts=_readonly(starts))
+    return MelWindows(mel32=readonly(np.ascontiguousarray(arr, dtype=np.float32)), starts=readonly(starts))

@@ -28,18 +28,11 @@ from .context import context_window, context_windows, pad_context, reshape_for_m
 from .dsp import melspectrogram
 from .engines import PRECISIONS, Precision, encode_batch, resolve_encoder
 from .errors import ConfigError
-from .frames import window, window_starts
+from .frames import readonly, window, window_starts
 
 __all__ = ["Features", "pipeline", "AudioPipeline", "PRECISIONS", "Precision"]
 
 _HUBERT_ODD = ("drop", "pad")
-
-
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    if arr.flags.writeable:
-        arr = arr.view()
-        arr.setflags(write=False)
-    return arr
 
 
 @dataclass(frozen=True)
@@ -226,9 +219,9 @@ def pipeline(
     metadata = _metadata(source=source, n_samples=n_samples, mode=mode, fps=fps, context=context, radius=radius,
                          engine=engine, config=config, mel=mel, features=features, padded=padded, extra=extra)
     return Features(
-        mel=None if mel is None else _readonly(mel),
-        features=_readonly(features),
-        padded=_readonly(padded),
+        mel=None if mel is None else readonly(mel),
+        features=readonly(features),
+        padded=readonly(padded),
         frames=frames,
         mode=mode,
         fps=fps,
