@@ -5,7 +5,8 @@ per tick across streams) and its :class:`PoolError`. The per-stream state machin
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Hashable, Mapping
 
 import numpy as np
@@ -25,6 +26,24 @@ _COLUMNS_PER_CALL = 16
 
 #: Fewest windows per worker thread when a pool splits a push's windows across threads.
 _MIN_SPLIT = 4
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An overlapped push whose windows are still being encoded in the background.
+
+    keys : the keys the push advanced, in order
+    states : their states after the push's mel step (committed; rows not yet applied)
+    before : their states before the push (None: opened by it), restored if the encoder fails
+    sizes : windows per key
+    rows : the background run, float32 (sum(sizes), 512)
+    """
+
+    keys: tuple
+    states: tuple
+    before: tuple
+    sizes: tuple
+    rows: "Future | None"
 
 
 class StreamPool:
@@ -47,6 +66,14 @@ class StreamPool:
         windows are split over that many worker threads of the pool, each running one torch
         thread (torch's thread count is process-wide: it is set for the run and restored).
         For an .onnx checkpoint: onnxruntime's intra-op threads. The frames do not depend on it.
+    overlap : bool
+        False (default): ``push`` encodes its windows before it returns, and returns their
+        frames. True: ``push`` starts encoding its windows in the background and returns the
+        frames of the *previous* push's windows, so the encoder runs while the caller waits
+        for the next chunks: a push then blocks only for its own mel step (plus whatever of
+        the previous encoding is left), and a heavy tick is absorbed by the light one after
+        it. Frames arrive one push later (20 ms at 20 ms ticks) and are the same, bit for bit.
+        :meth:`flush` returns the key's pending frames and its tail.
 
     Attributes
     ----------
@@ -84,7 +111,10 @@ class StreamPool:
         config: MelConfig = SYNCTALK_2D,
         batch_size: int | None = None,
         threads: int | None = 1,
+        overlap: bool = False,
     ) -> None:
+        if not isinstance(overlap, bool):
+            raise ConfigError(f"overlap must be True or False, got {overlap!r}")
         _configure(self, checkpoint, mode=mode, fps=fps, device=device, precision=precision, context=context,
                    radius=radius, config=config, batch_size=batch_size, threads=threads)
         # batch-invariant torch engines on CPU: a push's windows are split over `threads` worker
@@ -92,6 +122,10 @@ class StreamPool:
         self._workers = self.threads if self._encoder.batch_invariant and (self.threads or 1) > 1 \
             and self._engine_threads and str(self._encoder.device) == "cpu" else 1
         self._executor: "ThreadPoolExecutor | None" = None
+        self.overlap = overlap
+        self._background: "ThreadPoolExecutor | None" = None  # overlap: the thread that runs the encoder
+        self._pending: "_Pending | None" = None
+        self._held: dict[Hashable, np.ndarray] = {}  # overlap: frames collected by flush() for other keys
         self._no_cols = np.empty((config.n_mels, 0), np.float64)
         self.latency = self._latency
         self._states: dict[Hashable, _State] = {}
@@ -108,12 +142,13 @@ class StreamPool:
     def __repr__(self) -> str:
         return (f"StreamPool(mode={self.mode!r}, fps={self.fps}, context={self.context!r}, radius={self.radius}, "
                 f"precision={self.precision!r}, device={self.device!r}, threads={self.threads}, "
-                f"streams={len(self._states)}, latency={self.latency.ms:g} ms)")
+                f"overlap={self.overlap}, streams={len(self._states)}, latency={self.latency.ms:g} ms)")
 
     def reset(self, key: Hashable) -> None:
         """Forget ``key``'s input (it starts again at its next push)."""
         with self._lock:
-            self._states.pop(key, None)
+            self._states.pop(key, None)  # its pending rows, if any, are dropped when collected
+            self._held.pop(key, None)
 
     def _windows(self, staged: "list[tuple[_State, Any]]") -> list[np.ndarray]:
         """Each stream's ready windows: one :func:`mel_columns` call on the STFT frames of all streams.
@@ -173,22 +208,37 @@ class StreamPool:
     def close(self) -> None:
         """Stop the pool's worker threads (they start again when needed); the streams stay open."""
         with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+            self._hold(self._collect())  # an overlapped push's frames come with the next push
+            for name in ("_background", "_executor"):
+                executor = getattr(self, name)
+                if executor is not None:
+                    executor.shutdown(wait=True)
+                    setattr(self, name, None)
 
     def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
         """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
+
+        With ``overlap=True`` the frames returned are those of the previous push's windows (and
+        any a :meth:`flush` collected for other keys): every key of this push and of the previous
+        one is in the result, possibly with no frames.
 
         Raises
         ------
         PoolError
             One or more chunks were bad: ``.errors`` maps their keys to the library error;
             ``.frames`` holds the frames of the keys that succeeded (their state advanced).
+        Exception
+            The encoder failed (e.g. ShapeError on NaN rows): no stream of the failing push
+            advanced (with ``overlap``, the previous push's streams are rolled back to before it
+            and nothing of this call was consumed).
         """
         if not isinstance(chunks, Mapping):
             raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
         with self._lock:
+            out = self._collect()
+            if self._held:
+                out = _merged(self._held, out)
+                self._held = {}
             staged: dict[Hashable, tuple[_State, Any]] = {}
             errors: dict[Hashable, Exception] = {}
             for key, samples in chunks.items():
@@ -204,18 +254,72 @@ class StreamPool:
                 except (AudioError, StreamError) as exc:
                     errors[key] = exc
             keys = list(staged)
-            rows = self._encode(self._windows([staged[k] for k in keys]))
-            out = {}
-            for key, r in zip(keys, rows):
-                state = staged[key][0]
-                out[key] = self._geo.frames(state, r, final=False)
-                self._states[key] = state
+            windows = self._windows([staged[k] for k in keys])
+            if self.overlap:
+                self._submit(keys, [staged[k][0] for k in keys], windows)
+                for key in keys:
+                    out.setdefault(key, self._geo.empty())
+            else:
+                for key, r in zip(keys, self._encode(windows)):
+                    state = staged[key][0]
+                    out[key] = self._geo.frames(state, r, final=False)
+                    self._states[key] = state
         if errors:
             raise PoolError(errors, out)
         return out
 
+    def _submit(self, keys: list, states: list, windows: list[np.ndarray]) -> None:
+        """overlap: commit the streams' mel step now and start encoding their windows in the background."""
+        sizes = tuple(w.shape[0] for w in windows)
+        before = tuple(self._states.get(k) for k in keys)
+        for key, state in zip(keys, states):
+            self._states[key] = state
+        rows = None
+        if sum(sizes):
+            batch = np.concatenate([w for w in windows if w.shape[0]]) if len(sizes) - sizes.count(0) > 1 \
+                else next(w for w in windows if w.shape[0])
+            if self._background is None:
+                self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synctalk-pool-encode")
+            rows = self._background.submit(self._run, batch)
+        self._pending = _Pending(keys=tuple(keys), states=tuple(states), before=before, sizes=sizes, rows=rows)
+
+    def _collect(self) -> dict[Hashable, np.ndarray]:
+        """overlap: wait for the previous push's encoding and apply its rows: ``{key: frames}``
+        ({} without a pending push). If the encoder failed, that push's streams are rolled back
+        and its exception raised."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return {}
+        try:
+            rows = pending.rows.result() if pending.rows is not None else None
+        except BaseException:
+            for key, state, before in zip(pending.keys, pending.states, pending.before):
+                if self._states.get(key) is state:
+                    if before is None:
+                        del self._states[key]
+                    else:
+                        self._states[key] = before
+            raise
+        out, lo = {}, 0
+        for key, state, n in zip(pending.keys, pending.states, pending.sizes):
+            part = rows[lo:lo + n] if n else None
+            lo += n
+            if self._states.get(key) is not state:  # reset (and maybe reopened) since: its rows are dropped
+                continue
+            state = state.copy()
+            out[key] = self._geo.frames(state, part, final=False)
+            self._states[key] = state
+        return out
+
+    def _hold(self, frames: Mapping[Hashable, np.ndarray]) -> None:
+        """Keep frames collected outside a push for the next push's result."""
+        self._held = _merged(self._held, frames)
+
     def flush(self, key: Hashable) -> np.ndarray:
         """End ``key``'s stream: return its remaining frames and close it.
+
+        With ``overlap=True`` that includes the frames of its last push's windows (the other
+        keys' frames of that push come with the next :meth:`push`).
 
         Raises
         ------
@@ -225,13 +329,25 @@ class StreamPool:
         with self._lock:
             if key not in self._states:
                 raise StreamError(f"no open stream {key!r}")
+            self._hold(self._collect())
             state = self._states[key]
             frame_count(1 + state.carry.n_in // self.config.hop_length, self.fps)  # too short: AudioError
             state = state.copy()
             windows = self._geo.windows(state, np.empty(0, np.float32), final=True)
             frames = self._geo.frames(state, self._encode([windows])[0], final=True)
             del self._states[key]
-        return frames
+            own = self._held.pop(key, None)
+        return frames if own is None or not own.shape[0] else np.concatenate([own, frames])
+
+
+def _merged(first: Mapping[Hashable, np.ndarray], then: Mapping[Hashable, np.ndarray]) -> dict[Hashable, np.ndarray]:
+    """``{key: first[key] followed by then[key]}`` over the keys of both (frames in stream order)."""
+    out = dict(first)
+    for key, frames in then.items():
+        have = out.get(key)
+        out[key] = frames if have is None or not have.shape[0] else \
+            have if not frames.shape[0] else np.concatenate([have, frames])
+    return out
 
 
 class PoolError(StreamError):

@@ -60,10 +60,12 @@ def _simulate(pool: StreamPool, plan: dict, rng: np.random.Generator) -> dict:
     return {key: np.concatenate(parts) for key, parts in got.items()}
 
 
-@pytest.mark.parametrize("radius,context,seed", [(8, "zeros", 0), (4, "edge", 1)])
-def test_streams_equal_offline_bit_for_bit(seeded_encoder, speech, radius, context, seed):
+@pytest.mark.parametrize("radius,context,seed,overlap", [(8, "zeros", 0, False), (4, "edge", 1, False),
+                                                         (8, "zeros", 2, True), (4, "edge", 3, True)])
+def test_streams_equal_offline_bit_for_bit(seeded_encoder, speech, radius, context, seed, overlap):
     rng = np.random.default_rng(seed)
-    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=radius, context=context)
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=radius, context=context, overlap=overlap,
+                      threads=2)
     plan = {f"user{i}": (int(rng.integers(0, 40)), _chunks(wav, rng), int(rng.integers(0, 3)))
             for i, wav in enumerate(speech)}
     got = _simulate(pool, plan, rng)
@@ -74,8 +76,9 @@ def test_streams_equal_offline_bit_for_bit(seeded_encoder, speech, radius, conte
         assert np.array_equal(got[f"user{i}"], ref), f"user{i}"
 
 
-def test_keys_reused_after_flush_and_reset(seeded_encoder, speech):
-    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=4, context="edge")
+@pytest.mark.parametrize("overlap", [False, True])
+def test_keys_reused_after_flush_and_reset(seeded_encoder, speech, overlap):
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=4, context="edge", overlap=overlap)
     a, b = speech[1], speech[3]
 
     def feed(key, wav, other=None):
@@ -102,8 +105,9 @@ def test_keys_reused_after_flush_and_reset(seeded_encoder, speech):
 BAD = {0: ("nan", "non-finite"), 25: ("int16", "floating point"), 26: ("2d", "1-D mono")}
 
 
-def test_one_failing_stream_leaves_the_others_and_itself_intact(seeded_encoder, speech):
-    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=4, context="edge")
+@pytest.mark.parametrize("overlap", [False, True])
+def test_one_failing_stream_leaves_the_others_and_itself_intact(seeded_encoder, speech, overlap):
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=4, context="edge", overlap=overlap)
     wavs = {"a": speech[0], "b": speech[1], "c": speech[2]}
     got = {k: [] for k in wavs}
     n_ticks = max(w.shape[0] for w in wavs.values()) // TICK + 1
@@ -121,7 +125,11 @@ def test_one_failing_stream_leaves_the_others_and_itself_intact(seeded_encoder, 
             failed += 1
             err = info.value
             assert set(err.errors) == {"b"} and isinstance(err.errors["b"], sa.AudioError)
-            assert isinstance(err, sa.StreamError) and set(err.frames) == set(chunks) - {"b"}
+            assert isinstance(err, sa.StreamError)
+            if overlap:  # the previous push's frames, b's included, come with this push even if its chunk fails
+                assert set(err.frames) >= set(chunks) - {"b"}
+            else:
+                assert set(err.frames) == set(chunks) - {"b"}
             for k, frames in err.frames.items():
                 got[k].append(frames)
             if t == 0:
@@ -137,12 +145,13 @@ def test_one_failing_stream_leaves_the_others_and_itself_intact(seeded_encoder, 
         assert np.array_equal(np.concatenate(got[k]), _offline(w, seeded_encoder, radius=4, context="edge")), k
 
 
-def test_onnx_engine_streams_exactly(tmp_path, speech):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_onnx_engine_streams_exactly(tmp_path, speech, overlap):
     from synctalk_audio.export import export_onnx
 
     path = tmp_path / "encoder.onnx"
     export_onnx(sa.seeded_state_dict(0), path)
-    pool = StreamPool(checkpoint=str(path), device="cpu", radius=4, context="edge")
+    pool = StreamPool(checkpoint=str(path), device="cpu", radius=4, context="edge", overlap=overlap)
     assert pool.precision == "onnx"
     rng = np.random.default_rng(7)
     plan = {i: (int(rng.integers(0, 30)), _chunks(wav, rng), 0) for i, wav in enumerate(speech[:3])}
@@ -151,10 +160,11 @@ def test_onnx_engine_streams_exactly(tmp_path, speech):
         assert np.array_equal(got[i], _offline(wav, str(path), radius=4, context="edge")), i
 
 
-def test_fast_precision_equals_offline_fast(seeded_encoder, speech):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_fast_precision_equals_offline_fast(seeded_encoder, speech, overlap):
     from synctalk_audio.engines import PRECISIONS
 
-    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", precision="fast")
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", precision="fast", overlap=overlap, threads=2)
     rng = np.random.default_rng(3)
     plan = {i: (int(rng.integers(0, 10)), [w[lo:lo + TICK] for lo in range(0, w.shape[0], TICK)], 0)
             for i, w in enumerate(speech[1:3])}
@@ -187,7 +197,86 @@ def test_pool_api(seeded_encoder, speech):
     assert "StreamPool(" in repr(pool) and "streams=1" in repr(pool)
 
 
+def test_overlap_delivers_a_push_later_and_flush_returns_the_rest(seeded_encoder, speech):
+    """overlap=True: a push returns the previous push's frames; the frames and their order are
+    those of the synchronous pool; flush returns the key's pending frames with its tail, and the
+    other keys' pending frames come with the next push."""
+    wavs = {"a": speech[1], "b": speech[2]}
+    sync = StreamPool(checkpoint=seeded_encoder, device="cpu")
+    over = StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=True, threads=2)
+    assert over.overlap and "overlap=True" in repr(over)
+    previous: dict = {}
+    got = {"a": [], "b": []}
+    for lo in range(0, 24000, TICK):
+        chunks = {k: w[lo:lo + TICK] for k, w in wavs.items()}
+        now, late = sync.push(chunks), over.push(chunks)
+        assert set(late) == set(chunks) | set(previous)
+        for k in previous:                 # exactly what the synchronous pool gave one push earlier
+            assert np.array_equal(late[k], previous[k]), (lo, k)
+        for k, v in late.items():
+            got[k].append(v)
+        previous = now
+    tail_a = over.flush("a")               # a's pending frames, then its tail
+    assert np.array_equal(tail_a, np.concatenate([previous["a"], sync.flush("a")]))
+    nxt = over.push({"b": wavs["b"][24000:24320]})  # b's pending frames arrive with the next push
+    assert np.array_equal(nxt["b"], np.concatenate([previous["b"], sync.push({"b": wavs["b"][24000:24320]})["b"]])[
+        :nxt["b"].shape[0]])
+    over.reset("b")
+    assert over.keys() == [] and over.push({}) == {}
+    over.close()
+    assert np.array_equal(np.concatenate(got["a"] + [tail_a]), _offline(wavs["a"][:24000], seeded_encoder))
+
+
+class _Flaky:
+    """An engine whose ``fail_call``-th call raises (everything else from the real one)."""
+
+    def __init__(self, engine, fail_call):
+        self._engine, self.fail_call, self.calls, self.raised = engine, fail_call, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def __call__(self, windows):
+        self.calls += 1
+        if self.calls == self.fail_call:
+            self.raised += 1
+            raise RuntimeError("encoder unavailable")
+        return self._engine(windows)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_encoder_failure_leaves_every_stream_as_before_the_failing_push(seeded_encoder, speech, overlap):
+    """The encoder fails once: the failing push's streams are rolled back (with overlap the error
+    surfaces at the next call, which consumes nothing); pushing the same chunks again continues
+    every stream exactly."""
+    from synctalk_audio.engines import resolve_encoder
+
+    flaky = _Flaky(resolve_encoder(seeded_encoder, device="cpu"), fail_call=20)
+    pool = StreamPool(checkpoint=flaky, device="cpu", overlap=overlap)
+    wavs = {"a": speech[1], "b": speech[2]}
+    got = {k: [] for k in wavs}
+    n = min(w.shape[0] for w in wavs.values()) // TICK
+    t, failures = 0, 0
+    while t < n:
+        chunks = {k: w[t * TICK:(t + 1) * TICK] for k, w in wavs.items()}
+        try:
+            out = pool.push(chunks)
+        except RuntimeError as exc:
+            assert "encoder unavailable" in str(exc)
+            failures += 1
+            t -= 1 if overlap else 0   # the failed push is the previous one (overlap) or this one
+            continue
+        for k, v in out.items():
+            got[k].append(v)
+        t += 1
+    assert failures == 1 and flaky.raised == 1
+    for k, w in wavs.items():
+        got[k].append(pool.flush(k))
+        assert np.array_equal(np.concatenate(got[k]), _offline(w[:n * TICK], seeded_encoder)), k
+
+
 @pytest.mark.parametrize("kwargs,match", [
+    ({"overlap": "yes"}, "overlap"),
     ({"mode": "hubert"}, "normalis"),
     ({"mode": "wenet"}, "wenet"),
     ({"radius": 3}, "radius"),
