@@ -6,6 +6,11 @@ server runs one ``pool.push`` per 20 ms tick for all of them, paced in real time
 when the p99 wall time of a tick is under 20 ms and the process CPU time stays under the cores
 available. The largest passing N is found by doubling, then bisection, with short runs.
 
+Both pool modes are measured: ``overlap=False`` (a push encodes its windows before it returns)
+and ``overlap=True`` (a push starts encoding its windows in the background and returns the
+previous push's frames: one tick later). Beside the tick time, the delay of the frames: from the
+start of the tick whose audio completed them until the push that returned them ended (p99).
+
 Beside it: the CPU time per output video frame of the pool, and the floor — the encoder's own
 CPU cost per window in large batches (the engine's batch size, one thread), measured in the
 same run — with their ratio (issue 14's target: <= 1.15).
@@ -80,8 +85,10 @@ def simulate(pool, wav: np.ndarray, n_users: int, seconds: float, rng: np.random
     pos = [0] * n_users
     keys = [f"user{i}" for i in range(n_users)]
     n_warm, n_ticks = int(round(warmup / TICK_S)), int(round(seconds / TICK_S))
-    walls, frames = [], 0
+    walls, frames, delays = [], 0, []
     cpu0 = wall0 = None
+    lag = 1 if getattr(pool, "overlap", False) else 0  # overlap: a tick's frames come with the next push
+    starts: list[float] = []
     next_tick = time.perf_counter()
     for t in range(n_warm + n_ticks):
         chunks = {}
@@ -94,10 +101,14 @@ def simulate(pool, wav: np.ndarray, n_users: int, seconds: float, rng: np.random
             cpu0, wall0 = time.process_time(), time.perf_counter()
         start = time.perf_counter()
         out = pool.push(chunks)
-        took = time.perf_counter() - start
+        end = time.perf_counter()
+        starts.append(start)
         if t >= n_warm:
-            walls.append(took)
-            frames += sum(v.shape[0] for v in out.values())
+            walls.append(end - start)
+            got = sum(v.shape[0] for v in out.values())
+            frames += got
+            if got:
+                delays.append(end - starts[t - lag])
         next_tick += TICK_S
         delay = next_tick - time.perf_counter()
         if delay > 0 and pace:
@@ -110,6 +121,7 @@ def simulate(pool, wav: np.ndarray, n_users: int, seconds: float, rng: np.random
     walls_ms = 1000.0 * np.asarray(walls)
     return {"users": n_users, "ticks": n_ticks, "p50_ms": float(np.percentile(walls_ms, 50)),
             "p99_ms": float(np.percentile(walls_ms, 99)), "max_ms": float(walls_ms.max()),
+            "delay_p99_ms": float(np.percentile(1000.0 * np.asarray(delays), 99)) if delays else 0.0,
             "cpu_cores": cpu / wall, "frames": frames, "cpu_ms_per_frame": 1000.0 * cpu / max(frames, 1)}
 
 
@@ -127,7 +139,8 @@ def search(pool, wav: np.ndarray, seconds: float, cores: int, rng: np.random.Gen
         run["pass"] = passes(run, cores)
         run["load"] = os.getloadavg()[0]
         runs.append(run)
-        log(f"    N={n:4d}: tick p50 {run['p50_ms']:6.2f}  p99 {run['p99_ms']:6.2f} ms, CPU {run['cpu_cores']:.2f} cores, "
+        log(f"    N={n:4d}: tick p50 {run['p50_ms']:6.2f}  p99 {run['p99_ms']:6.2f} ms, frame delay p99 "
+            f"{run['delay_p99_ms']:6.2f} ms, CPU {run['cpu_cores']:.2f} cores, "
             f"{run['cpu_ms_per_frame']:.3f} CPU-ms/frame, load {run['load']:.2f} → {'pass' if run['pass'] else 'FAIL'}")
         return run["pass"]
 
@@ -160,6 +173,8 @@ def main(argv: "list[str] | None" = None) -> int:
                         help="repeatable; default exact and fast")
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per trial (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="pool threads (default: the cores available)")
+    parser.add_argument("--pool", choices=["sync", "overlap", "both"], default="both",
+                        help="StreamPool(overlap=False) ('sync'), overlap=True, or both (default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -186,22 +201,28 @@ def main(argv: "list[str] | None" = None) -> int:
         engines = {p: resolve_encoder(module, precision=p, device="cpu") for p in (args.precision or ["exact", "fast"])}
         floor_engines = engines
     results = {}
+    modes = {"sync": [False], "overlap": [True], "both": [False, True]}[args.pool]
     for name, engine in engines.items():
         floor = floor_ms(floor_engines[name], wav)
         say(f"{name}: encoder floor {floor:.3f} CPU-ms per window (batches of {floor_engines[name].batch_size}, "
             f"1 thread; {engine.compute})")
-        pool = sa.StreamPool(checkpoint=engine, device="cpu", threads=None if name == "onnx" else threads)
-        # CPU cost at a load near the target, ticks back to back: what the pool costs per frame
-        n_probe = 2 * (TARGETS[name] or 32)
-        probe = simulate(pool, wav, n_probe, min(args.seconds, 1.0), rng, pace=False)
-        say(f"    N={n_probe:4d}, ticks back to back: {probe['cpu_ms_per_frame']:.3f} CPU-ms per frame")
-        best, runs = search(pool, wav, args.seconds, cores, rng, log=say)
-        floor = min(floor, floor_ms(floor_engines[name], wav))
-        per_frame = probe["cpu_ms_per_frame"]
-        results[name] = {"floor_ms_per_window": floor, "best": best, "runs": runs, "target_users": TARGETS[name],
-                         "probe": probe, "ratio": per_frame / floor,
-                         # users whose frames (25 per second each) the cores can compute: cores·1000 / (25·ms)
-                         "cpu_capacity_users": int(cores * 1000 / (25 * per_frame))}
+        for overlap in modes:
+            label = f"{name}{' overlap' if overlap else ''}"
+            say(f"  StreamPool(precision={name!r}, overlap={overlap}):")
+            pool = sa.StreamPool(checkpoint=engine, device="cpu", threads=None if name == "onnx" else threads,
+                                 overlap=overlap)
+            # CPU cost at a load near the target, ticks back to back: what the pool costs per frame
+            n_probe = 2 * (TARGETS[name] or 32)
+            probe = simulate(pool, wav, n_probe, min(args.seconds, 1.0), rng, pace=False)
+            say(f"    N={n_probe:4d}, ticks back to back: {probe['cpu_ms_per_frame']:.3f} CPU-ms per frame")
+            best, runs = search(pool, wav, args.seconds, cores, rng, log=say)
+            pool.close()
+            floor = min(floor, floor_ms(floor_engines[name], wav))
+            per_frame = probe["cpu_ms_per_frame"]
+            results[label] = {"precision": name, "overlap": overlap, "floor_ms_per_window": floor, "best": best,
+                              "runs": runs, "target_users": TARGETS[name], "probe": probe, "ratio": per_frame / floor,
+                              # users whose frames (25 per second each) the cores can compute: cores·1000 / (25·ms)
+                              "cpu_capacity_users": int(cores * 1000 / (25 * per_frame))}
     load = os.getloadavg()[0]
     if args.json:
         print(json.dumps({"cpu_model": cpu_model(), "cpus": cores, "threads": threads, "load_average": load,
@@ -209,19 +230,23 @@ def main(argv: "list[str] | None" = None) -> int:
         return 0
     print(f"\nresult on {cpu_model()} ({cores} CPUs, load average now {load:.2f}; other processes on these "
           f"cores lower every figure):")
-    print(f"  {'encoder':8s} {'real-time users':>15s} {'p99 tick':>9s} {'CPU-ms/frame':>13s} {'floor':>7s} {'ratio':>6s} "
-          f"{'CPU capacity':>13s}  targets")
+    print(f"  {'encoder':14s} {'real-time users':>15s} {'p99 tick':>9s} {'frame delay':>11s} {'CPU-ms/frame':>13s} "
+          f"{'floor':>7s} {'ratio':>6s} {'CPU capacity':>13s}  targets")
     for name, r in results.items():
         b = r["best"]
         users = b["users"] if b else 0
         p99 = f"{b['p99_ms']:7.2f}ms" if b else "      -  "
+        delay = f"{b['delay_p99_ms']:9.2f}ms" if b else "        -  "
         target = (f">= {r['target_users']} users" if r["target_users"] else "")
         ratio_ok = r["ratio"] <= RATIO_TARGET
         users_ok = r["target_users"] is None or users >= r["target_users"]
-        print(f"  {name:8s} {users:15d} {p99:>9s} {r['probe']['cpu_ms_per_frame']:13.3f} {r['floor_ms_per_window']:7.3f} "
+        print(f"  {name:14s} {users:15d} {p99:>9s} {delay:>11s} {r['probe']['cpu_ms_per_frame']:13.3f} "
+              f"{r['floor_ms_per_window']:7.3f} "
               f"{r['ratio']:6.2f} {r['cpu_capacity_users']:8d} users  ratio <= {RATIO_TARGET}: "
               f"{'met' if ratio_ok else 'NOT met'}" + (f"; {target}: {'met' if users_ok else 'NOT met'}" if target else ""))
-    print("  real-time users: largest N with p99 tick < 20 ms and CPU < cores, ticks paced in real time; "
+    print("  real-time users: largest N with p99 tick < 20 ms and CPU < cores, ticks paced in real time; frame delay: "
+          "p99 from the start of the tick that completed a frame's audio to the end of the push returning it (overlap: "
+          "one tick later); "
           f"CPU-ms/frame at N = 2 × target, ticks back to back; CPU capacity = {cores} cores / that cost")
     return 0
 
