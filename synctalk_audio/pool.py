@@ -12,7 +12,7 @@ from typing import Any, Hashable, Mapping
 import numpy as np
 
 from .config import SYNCTALK_2D, MelConfig
-from .dsp import mel_columns, mel_frames
+from .dsp import mel_columns, mel_frames, mel_init
 from .errors import AudioError, ConfigError, StreamError
 from .frames import frame_count
 from .stream import _PIECE, RADIUS, _check_chunk, _checked, _configure, _encode, _State
@@ -150,28 +150,25 @@ class StreamPool:
             self._states.pop(key, None)  # its pending rows, if any, are dropped when collected
             self._held.pop(key, None)
 
-    def _windows(self, staged: "list[tuple[_State, Any]]") -> list[np.ndarray]:
-        """Each stream's ready windows: one :func:`mel_columns` call on the STFT frames of all streams.
-
-        ``staged`` holds (state, (carry, frames)) after :func:`mel_frames`, or (state, windows)
-        for a stream whose push was too long to stack.
+    def _columns(self, staged: "list[tuple[Any, Any]]") -> list["np.ndarray | None"]:
+        """Each stream's new mel columns (n_mels, c): one :func:`mel_columns` call per 16 STFT frames
+        of all streams together. ``staged`` holds (carry, frames) after :func:`mel_frames`, or
+        (None, chunk) for a push too long to stack (None in the result: cut piece by piece later).
         """
-        stacked = [item[1][1] for item in staged if isinstance(item[1], tuple)]
+        stacked = [frames for carry, frames in staged if carry is not None]
         frames = np.concatenate(stacked) if len(stacked) > 1 else stacked[0] if stacked else None
         cols = None
         if frames is not None and frames.shape[0]:
             cols = np.concatenate([mel_columns(frames[lo:lo + _COLUMNS_PER_CALL], self.config)
                                    for lo in range(0, frames.shape[0], _COLUMNS_PER_CALL)], axis=1)
         out, at = [], 0
-        for state, item in staged:
-            if not isinstance(item, tuple):
-                out.append(item)
+        for carry, own in staged:
+            if carry is None:
+                out.append(None)
                 continue
-            carry, own = item
             n = own.shape[0]
-            part = cols[:, at:at + n] if n else self._no_cols
+            out.append(cols[:, at:at + n] if n else self._no_cols)
             at += n
-            out.append(self._geo.ready(state, carry, part, final=False))
         return out
 
     def _encode(self, windows: list[np.ndarray]) -> "list[np.ndarray | None]":
@@ -235,33 +232,42 @@ class StreamPool:
         if not isinstance(chunks, Mapping):
             raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
         with self._lock:
-            out = self._collect()
-            if self._held:
-                out = _merged(self._held, out)
-                self._held = {}
-            staged: dict[Hashable, tuple[_State, Any]] = {}
+            # 1. each stream's STFT frames from its committed carry, then the mel columns of all of them:
+            #    with overlap this runs while the previous push's encoding finishes
+            staged: dict[Hashable, tuple[Any, Any]] = {}
             errors: dict[Hashable, Exception] = {}
             for key, samples in chunks.items():
                 try:
                     chunk = _check_chunk(samples)
-                    state = (self._states.get(key) or _State(self.config, self.radius)).copy()
-                    if chunk.shape[0] <= _PIECE:  # the STFT frames now; their columns below, all streams at once
-                        staged[key] = (state, mel_frames(state.carry, chunk, self.config))
+                    if chunk.shape[0] > _PIECE:  # too long to stack: cut piece by piece below
+                        staged[key] = (None, chunk)
                     else:
-                        staged[key] = (state, np.concatenate([
-                            self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
-                            for lo in range(0, chunk.shape[0], _PIECE)]))
+                        state = self._states.get(key)
+                        staged[key] = mel_frames(state.carry if state is not None else mel_init(self.config),
+                                                 chunk, self.config)
                 except (AudioError, StreamError) as exc:
                     errors[key] = exc
             keys = list(staged)
-            windows = self._windows([staged[k] for k in keys])
+            columns = self._columns([staged[k] for k in keys])
+            # 2. the previous push's rows (overlap), then this push's windows from the streams' states
+            out = self._collect()
+            if self._held:
+                out = _merged(self._held, out)
+                self._held = {}
+            states, windows = [], []
+            for key, cols in zip(keys, columns):
+                state = (self._states.get(key) or _State(self.config, self.radius)).copy()
+                carry, chunk = staged[key]
+                windows.append(self._geo.ready(state, carry, cols, final=False) if cols is not None else
+                               np.concatenate([self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
+                                               for lo in range(0, chunk.shape[0], _PIECE)]))
+                states.append(state)
             if self.overlap:
-                self._submit(keys, [staged[k][0] for k in keys], windows)
+                self._submit(keys, states, windows)
                 for key in keys:
                     out.setdefault(key, self._geo.empty())
             else:
-                for key, r in zip(keys, self._encode(windows)):
-                    state = staged[key][0]
+                for key, state, r in zip(keys, states, self._encode(windows)):
                     out[key] = self._geo.frames(state, r, final=False)
                     self._states[key] = state
         if errors:
