@@ -9,7 +9,9 @@ defaults, the call in Ultralight-Digital-Human's ``FeaturePipeline.py``:
    (``y[0] = x[0] - 0.97·x[0]``);
 3. the povey window ``(0.5 - 0.5·cos(2πi/399)) ** 0.85``, zero padding to a 512-point FFT;
 4. the power spectrum ``|rfft|²`` (257 bins) times Kaldi's triangular mel banks
-   (``mel = 1127·ln(1 + f/700)``, 20 Hz to Nyquist, the Nyquist bin weighted 0);
+   (``mel = 1127·ln(1 + f/700)``, 20 Hz to Nyquist, the Nyquist bin weighted 0), summed over
+   each filter's band in a fixed order (:func:`bank_energies`), so that a frame's row never
+   depends on the block it is computed in (streams equal whole files bit for bit);
 5. ``log(max(energy, float32 eps))``.
 
 Like torchaudio, everything runs in float32 in the same order (window and banks included),
@@ -34,6 +36,8 @@ __all__ = [
     "kaldi_frames",
     "povey_window",
     "kaldi_mel_banks",
+    "bank_bands",
+    "bank_energies",
     "mel_scale",
     "FLOAT32_EPS",
 ]
@@ -207,11 +211,59 @@ def kaldi_mel_banks(
     return banks
 
 
+@lru_cache(maxsize=16)
+def bank_bands(num_mel_bins: int = 80, n_fft: int = 512, sample_rate: int = 16000, low_freq: float = 20.0,
+               high_freq: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero band of every mel filter of :func:`kaldi_mel_banks`, for :func:`bank_energies`.
+
+    Returns
+    -------
+    bins : int (num_mel_bins, W), read-only — filter m's FFT bins in increasing order, padded
+        with bin 0; W is the widest filter's width
+    weights : float32 (num_mel_bins, W), read-only — their weights, 0 on the padding
+    """
+    banks = kaldi_mel_banks(num_mel_bins, n_fft, sample_rate, low_freq, high_freq)
+    nonzero = [np.flatnonzero(row) for row in banks]
+    width = max(1, max(len(nz) for nz in nonzero))
+    bins = np.zeros((banks.shape[0], width), np.intp)
+    weights = np.zeros((banks.shape[0], width), np.float32)
+    for m, nz in enumerate(nonzero):
+        bins[m, :len(nz)] = nz
+        weights[m, :len(nz)] = banks[m, nz]
+    bins.setflags(write=False)
+    weights.setflags(write=False)
+    return bins, weights
+
+
+def bank_energies(power: np.ndarray, bands: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Mel energies ``power @ banks.T`` summed in one fixed order, whatever the number of frames.
+
+    Filter m's energy is ``((p[b0]·w0 + p[b1]·w1) + p[b2]·w2) + …`` over its band in float32:
+    every row is computed alone, so a frame's energies do not depend on which other frames share
+    the call (a BLAS product picks other kernels for a few rows than for many, and its low bits
+    move). That is what lets a stream's fbank equal the whole file's bit for bit.
+
+    Parameters
+    ----------
+    power : float32 (m, n_fft // 2 + 1)
+    bands : from :func:`bank_bands`
+
+    Returns
+    -------
+    float32 (m, num_mel_bins)
+    """
+    bins, weights = bands
+    energies = power[:, bins[:, 0]] * weights[:, 0]
+    for j in range(1, bins.shape[1]):
+        energies += power[:, bins[:, j]] * weights[:, j]
+    return energies
+
+
 def _next_power_of_two(n: int) -> int:
     return 1 if n == 0 else 2 ** (n - 1).bit_length()
 
 
-def _fbank_block(frames: np.ndarray, window: np.ndarray, banks_t: np.ndarray, *, n_fft: int,
+def _fbank_block(frames: np.ndarray, window: np.ndarray, bands: tuple[np.ndarray, np.ndarray], *, n_fft: int,
                  preemphasis: float, remove_dc_offset: bool) -> np.ndarray:
     """float32 frames (m, L) → log mel energies float32 (m, num_mel_bins); torchaudio's op order."""
     x = frames - frames.mean(axis=1, keepdims=True, dtype=np.float32) if remove_dc_offset else frames
@@ -221,7 +273,7 @@ def _fbank_block(frames: np.ndarray, window: np.ndarray, banks_t: np.ndarray, *,
     x = x * window
     spectrum = np.abs(np.fft.rfft(x, n=n_fft, axis=1))
     power = spectrum * spectrum
-    energies = power @ banks_t
+    energies = bank_energies(power, bands)
     return np.log(np.maximum(energies, np.float32(FLOAT32_EPS)))
 
 
@@ -284,13 +336,13 @@ def fbank(
     if isinstance(preemphasis, bool) or not isinstance(preemphasis, numbers.Real) or not 0.0 <= preemphasis <= 1.0:
         raise ConfigError(f"preemphasis must be in [0, 1], got {preemphasis!r}")
     n_fft = _next_power_of_two(frame_length)
-    banks_t = kaldi_mel_banks(num_mel_bins, n_fft, sample_rate, float(low_freq), float(high_freq)).T
+    bands = bank_bands(num_mel_bins, n_fft, sample_rate, float(low_freq), float(high_freq))
     window = povey_window(frame_length)
     x = check_waveform(waveform, name="waveform", integers=True).astype(np.float32, copy=False)
     frames = kaldi_frames(x, frame_length=frame_length, frame_shift=frame_shift)
-    out = np.empty((frames.shape[0], banks_t.shape[1]), dtype=np.float32)
+    out = np.empty((frames.shape[0], bands[0].shape[0]), dtype=np.float32)
     for lo in range(0, frames.shape[0], _BLOCK_FRAMES):
         block = frames[lo:lo + _BLOCK_FRAMES]
-        out[lo:lo + block.shape[0]] = _fbank_block(block, window, banks_t, n_fft=n_fft, preemphasis=float(preemphasis),
+        out[lo:lo + block.shape[0]] = _fbank_block(block, window, bands, n_fft=n_fft, preemphasis=float(preemphasis),
                                                    remove_dc_offset=bool(remove_dc_offset))
     return out
