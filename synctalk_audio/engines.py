@@ -164,6 +164,9 @@ def _load_engine(mode: str, checkpoint: Any, precision: "str | None", device: st
         if precision not in (None, "onnx"):
             raise ConfigError(f"precision {precision!r} is not offered for wenet: encoder.onnx runs in onnxruntime "
                               "(precision 'onnx')")
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            what = f"an {checkpoint.mode!r} engine" if is_engine(checkpoint) else type(checkpoint).__name__
+            raise ConfigError(f"mode 'wenet' needs the wenet encoder.onnx (a path) or its loaded engine, got {what}")
         return load_wenet_engine(checkpoint, device=device, threads=threads)
     from .runtime import is_onnx_model, load_onnx_encoder
 

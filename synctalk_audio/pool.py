@@ -14,7 +14,6 @@ import numpy as np
 from .config import SYNCTALK_2D, MelConfig
 from .dsp import mel_columns, mel_frames, mel_init
 from .errors import AudioError, ConfigError, StreamError
-from .frames import frame_count
 from .stream import _PIECE, RADIUS, _check_chunk, _checked, _configure, _encode, _State
 
 __all__ = ["StreamPool", "PoolError"]
@@ -239,7 +238,7 @@ class StreamPool:
             for key, samples in chunks.items():
                 try:
                     chunk = _check_chunk(samples)
-                    if chunk.shape[0] > _PIECE:  # too long to stack: cut piece by piece below
+                    if chunk.shape[0] > _PIECE or not self._geo.batched_mel:  # cut piece by piece below
                         staged[key] = (None, chunk)
                     else:
                         state = self._states.get(key)
@@ -256,11 +255,11 @@ class StreamPool:
                 self._held = {}
             states, windows = [], []
             for key, cols in zip(keys, columns):
-                state = (self._states.get(key) or _State(self.config, self.radius)).copy()
+                state = (self._states.get(key) or self._geo.new_state()).copy()
                 carry, chunk = staged[key]
                 windows.append(self._geo.ready(state, carry, cols, final=False) if cols is not None else
                                np.concatenate([self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
-                                               for lo in range(0, chunk.shape[0], _PIECE)]))
+                                               for lo in range(0, max(chunk.shape[0], 1), _PIECE)]))
                 states.append(state)
             if self.overlap:
                 self._submit(keys, states, windows)
@@ -337,7 +336,7 @@ class StreamPool:
                 raise StreamError(f"no open stream {key!r}")
             self._hold(self._collect())
             state = self._states[key]
-            frame_count(1 + state.carry.n_in // self.config.hop_length, self.fps)  # too short: AudioError
+            self._geo.check_length(state)  # too short: AudioError
             state = state.copy()
             windows = self._geo.windows(state, np.empty(0, np.float32), final=True)
             frames = self._geo.frames(state, self._encode([windows])[0], final=True)

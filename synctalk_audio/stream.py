@@ -54,6 +54,11 @@ __all__ = ["StreamingPipeline", "StreamPool", "PoolError", "Latency", "latency_f
 
 #: Default context rows each side of a frame (upstream's ``get_audio_features``: rows [i-8, i+8)).
 RADIUS = DEFAULT_RADIUS
+#: Why hubert does not stream (see docs/serving.md).
+_NOT_STREAMED = {
+    "hubert": "HuBERT normalises the whole file by its mean and variance (and attends over 20 s chunks), so no "
+              "frame is exact before the audio has ended",
+}
 #: Largest piece of a push processed at once (bounds the temporary STFT/encoder memory).
 _PIECE = 4096 * 200
 
@@ -109,8 +114,12 @@ class Latency:
 
 
 def latency_for(fps: float = 25, config: MelConfig = SYNCTALK_2D, *, radius: int = RADIUS,
-                mel_step: int = MEL_STEP) -> Latency:
+                mel_step: int = MEL_STEP, mode: str = "ave") -> Latency:
     """The :class:`Latency` of a stream at ``fps`` with ``config``, from the geometry alone.
+
+    ``mode="wenet"`` (20 fps): ``800·(radius − 1) + 5840`` samples — ``context_samples`` the
+    look-ahead rows, ``window_samples`` the 67-frame fbank window past the 320 ms of zeros
+    upstream puts before the audio, ``stft_samples`` 0 (see :mod:`synctalk_audio.wenet_stream`).
 
     ``(radius - 2)·80·hop/fps + (mel_step - 1)·hop + n_fft // 2`` (80·hop = sr for the
     presets), rounded up to a sample. Frame ``j`` needs
@@ -123,6 +132,14 @@ def latency_for(fps: float = 25, config: MelConfig = SYNCTALK_2D, *, radius: int
     >>> lat.samples, lat.ms
     (7240, 452.5)
     """
+    if check_mode(mode) == "wenet":
+        from .wenet_stream import wenet_latency
+
+        if check_fps(fps) != MODE_FPS["wenet"]:
+            raise ConfigError(f"wenet runs at {MODE_FPS['wenet']} fps (one feature row per 50 ms), got fps={fps!r}")
+        return wenet_latency(check_radius(radius))
+    if mode != "ave":
+        raise ConfigError(f"mode {mode!r} does not stream: {_NOT_STREAMED[mode]}")
     fps = check_fps(fps)
     sr = config.sample_rate
     context = max(radius - 2, 0) * MEL_FPS * config.hop_length / float(fps)
@@ -179,6 +196,11 @@ class _State:
         self.ctx_at = -radius
         self.n_out = 0                      # frames emitted
         self.finished = False
+
+    @property
+    def n_in(self) -> int:
+        """Samples pushed so far."""
+        return self.carry.n_in
 
     def copy(self) -> "_State":
         new = object.__new__(_State)
@@ -284,43 +306,95 @@ class _Geometry:
         -------
         float32 (k, *shape): frames ``n_out … n_out + k − 1`` (a new array)
         """
-        r = self.radius
-        if rows is not None and rows.shape[0]:
-            if state.ctx is None:  # padded row 0 repeats the first feature; margin rows before it
-                head = np.concatenate([margin_rows(rows[:1], r, self.context), rows[:1]])
-                state.ctx = np.empty((_MIN_ROWS, rows.shape[1]), np.float32)
-                state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, 0, 0, head)
-            state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, state.ctx_lo, state.ctx_hi, rows)
-            state.n_win += rows.shape[0]
+        n_win = state.n_win + (rows.shape[0] if rows is not None else 0)
         # Future windows need columns >= their start, or >= T - 16 >= n_cols - 14 if clamped.
-        keep_from = max(min(window_start(state.n_win, self.fps), state.carry.n_cols - MEL_STEP), 0)
+        keep_from = max(min(window_start(n_win, self.fps), state.carry.n_cols - MEL_STEP), 0)
         if keep_from > state.mel_at:
             state.mel_lo += keep_from - state.mel_at
             state.mel_at = keep_from
-        if state.ctx is None:
-            return self.empty()
-        if final:  # padded row N+1 repeats the last feature; margin rows after it
-            tail = state.ctx[state.ctx_hi - 1:state.ctx_hi]
-            tail = np.concatenate([tail, margin_rows(tail, r, self.context)])
-            state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, state.ctx_lo, state.ctx_hi, tail)
-            stop = state.n_win + 2
-        else:  # frame j is final once its last context row j + r - 1 (feature j + r - 2) is known
-            stop = state.n_win - r + 2
-        k = stop - state.n_out
-        if k <= 0:
-            return self.empty()
-        first = state.ctx_lo + state.n_out - r - state.ctx_at  # buffer row of frame n_out's first context row
-        # (k, 2r, 512) context windows; for ave, FRAME_PATTERN is a row-major reshape of each
-        frames = _context(state.ctx, first, k, r).reshape(k, *self.shape)
-        state.n_out = stop
-        drop = state.n_out - r - state.ctx_at
-        if drop > 0:
-            state.ctx_lo += drop
-            state.ctx_at += drop
+        frames = context_frames(state, rows, final=final, radius=self.radius, context=self.context, shape=self.shape,
+                                repeat_ends=True)
         if final:
-            state.finished, state.ctx = True, None
             state.mel_lo = state.mel_hi
         return frames
+
+    # the ave specifics StreamingPipeline and StreamPool ask of a geometry
+
+    batched_mel = True  # a pool computes the mel columns of all its streams together
+
+    def new_state(self) -> _State:
+        return _State(self.config, self.radius)
+
+    def check_length(self, state: _State) -> None:
+        """Raise AudioError if the stream is too short to end (fewer than 16 mel columns)."""
+        frame_count(1 + state.carry.n_in // self.config.hop_length, self.fps)
+
+    def needed_samples(self, frame: int) -> int:
+        """Input samples frame ``frame`` needs before it can be final (if not a tail frame)."""
+        s = window_start(frame + self.radius - 2, self.fps)
+        return self.config.hop_length * (s + MEL_STEP - 1) + self.config.n_fft // 2
+
+    def latency(self) -> Latency:
+        return latency_for(self.fps, self.config, radius=self.radius)
+
+    def warm_up(self) -> tuple[int, tuple[int, ...]]:
+        """(samples to push through a scratch state, one window's shape) that pay the one-off costs."""
+        return self.config.n_fft + self.config.hop_length, (self.config.n_mels, MEL_STEP)
+
+
+def context_frames(state: Any, rows: "np.ndarray | None", *, final: bool, radius: int, context: str,
+                   shape: tuple[int, ...], repeat_ends: bool) -> np.ndarray:
+    """Append a stream's new encoder rows to its context buffer; return the frames now final.
+
+    The context step of every mode: frame j is rows ``[j − r, j + r)`` of the padded features,
+    ``margin_rows`` outside. ave (``repeat_ends``) pads the features with their first and last
+    row repeated (N + 2 frames); hubert and wenet do not (K frames).
+
+    Parameters
+    ----------
+    state : a stream state with ``ctx, ctx_lo, ctx_hi, ctx_at, n_win, n_out, finished``
+    rows : (k, *row_shape) float32 encoder rows of the next k windows, or None
+    final : the stream ended: emit the tail frames
+
+    Returns
+    -------
+    float32 (k', *shape): frames ``n_out … n_out + k' − 1`` (a new array)
+    """
+    r, rep = radius, int(repeat_ends)
+    if rows is not None and rows.shape[0]:
+        rows = rows.reshape(rows.shape[0], -1)
+        if state.ctx is None:  # margin rows before padded row 0 (ave: row 0 repeats the first feature)
+            head = margin_rows(rows[:1], r, context)
+            head = np.concatenate([head, rows[:1]]) if repeat_ends else head
+            state.ctx = np.empty((_MIN_ROWS, rows.shape[1]), np.float32)
+            state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, 0, 0, head)
+        state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, state.ctx_lo, state.ctx_hi, rows)
+        state.n_win += rows.shape[0]
+    if state.ctx is None:
+        return np.empty((0, *shape), np.float32)
+    if final:  # margin rows after the last padded row (ave: it repeats the last feature)
+        tail = state.ctx[state.ctx_hi - 1:state.ctx_hi]
+        tail = np.concatenate([tail, margin_rows(tail, r, context)]) if repeat_ends else margin_rows(tail, r, context)
+        state.ctx, state.ctx_lo, state.ctx_hi = _append(state.ctx, state.ctx_lo, state.ctx_hi, tail)
+        stop = state.n_win + 2 * rep
+    else:  # frame j is final once its last context row j + r - 1 (feature j + r - 1 - rep) is known
+        stop = state.n_win - r + 1 + rep
+    k = stop - state.n_out
+    if k <= 0:
+        if final:
+            state.finished, state.ctx = True, None
+        return np.empty((0, *shape), np.float32)
+    first = state.ctx_lo + state.n_out - r - state.ctx_at  # buffer row of frame n_out's first context row
+    # (k, 2r, D) context windows; a row-major reshape of each gives the mode's frame
+    frames = _context(state.ctx, first, k, r).reshape(k, *shape)
+    state.n_out = stop
+    drop = state.n_out - r - state.ctx_at
+    if drop > 0:
+        state.ctx_lo += drop
+        state.ctx_at += drop
+    if final:
+        state.finished, state.ctx = True, None
+    return frames
 
 
 def _concat(parts: list[np.ndarray], geometry: _Geometry) -> np.ndarray:
@@ -330,19 +404,21 @@ def _concat(parts: list[np.ndarray], geometry: _Geometry) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-#: Why the other front ends do not stream (see docs/serving.md).
-_NOT_STREAMED = {
-    "hubert": "HuBERT normalises the whole file by its mean and variance (and attends over 20 s chunks), so no "
-              "frame is exact before the audio has ended",
-    "wenet": "wenet windows are independent and could stream exactly, but wenet streaming is not implemented",
-}
-
-
-def _geometry(mode: str, fps: "float | None", radius: int, context: str, config: Any) -> _Geometry:
+def _geometry(mode: str, fps: "float | None", radius: int, context: str, config: Any) -> Any:
+    """The state machine of a stream of ``mode``: :class:`_Geometry` (ave) or ``WenetGeometry``."""
     check_mode(mode)
-    if mode != "ave":
-        raise ConfigError(f"mode {mode!r} does not stream here: {_NOT_STREAMED[mode]}; streams run mode 'ave' "
-                          f"(run pipeline(..., mode={mode!r}) on whole files)")
+    if mode == "hubert":
+        raise ConfigError(f"mode 'hubert' does not stream: {_NOT_STREAMED[mode]}; streams run modes 'ave' and "
+                          "'wenet' (run pipeline(..., mode='hubert') on whole files)")
+    if mode == "wenet":
+        from .wenet_stream import WenetGeometry
+
+        if fps is not None and check_fps(fps) != MODE_FPS["wenet"]:
+            raise ConfigError(f"wenet runs at {MODE_FPS['wenet']} fps (one feature row per 50 ms), got fps={fps!r}")
+        if config is not SYNCTALK_2D:
+            raise ConfigError("config (the mel preset) applies to mode 'ave'; wenet's Kaldi fbank is fixed")
+        radius = check_radius(radius)
+        return WenetGeometry(radius=radius, context=check_context(context), shape=mode_shape(mode, radius))
     if not isinstance(config, MelConfig):
         raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
     radius = check_radius(radius)
@@ -409,7 +485,7 @@ class StreamingPipeline:
     ) -> None:
         _configure(self, checkpoint, mode=mode, fps=fps, device=device, precision=precision, context=context,
                    radius=radius, config=config, batch_size=batch_size, threads=threads)
-        self._state = _State(config, radius)
+        self._state = self._geo.new_state()
         self._warm_up()
 
     # ----------------------------------------------------------------- public API
@@ -427,7 +503,7 @@ class StreamingPipeline:
     @property
     def samples_in(self) -> int:
         """Samples pushed so far."""
-        return self._state.carry.n_in
+        return self._state.n_in
 
     @property
     def frames_out(self) -> int:
@@ -442,15 +518,15 @@ class StreamingPipeline:
     def needed_samples(self, frame: int) -> int:
         """Input samples that frame ``frame`` needs before it can be final (if not a tail frame).
 
-        ``hop·(s + mel_step - 1) + n_fft//2`` with ``s = int(80·((frame + radius - 2)/fps))``.
+        ave: ``hop·(s + mel_step - 1) + n_fft//2`` with ``s = int(80·((frame + radius - 2)/fps))``;
+        wenet: ``800·(frame + radius − 1) + 5840``.
         """
-        s = window_start(frame + self.radius - 2, self.fps)
-        return self.config.hop_length * (s + MEL_STEP - 1) + self.config.n_fft // 2
+        return self._geo.needed_samples(frame)
 
     def reset(self) -> None:
         """Forget all input and start a new stream (the encoder stays loaded)."""
         with self._lock:
-            self._state = _State(self.config, self.radius)
+            self._state = self._geo.new_state()
 
     def push(self, samples: Any) -> np.ndarray:
         """Feed the next chunk; return the frames that became final.
@@ -504,7 +580,7 @@ class StreamingPipeline:
         with self._lock:
             if self._state.finished:
                 raise StreamError("flush() called twice: the stream has already ended; call reset() to start a new one")
-            frame_count(1 + self._state.carry.n_in // self.config.hop_length, self.fps)  # too short: AudioError
+            self._geo.check_length(self._state)  # too short: AudioError
             state = self._state.copy()
             frames = self._advance(state, np.empty(0, np.float32), final=True)
             self._state = state
@@ -521,9 +597,9 @@ class StreamingPipeline:
 
     def _warm_up(self) -> None:
         """Pay the one-off costs now (window/basis caches, kernel set-up), not in the first push."""
-        cfg = self.config
-        self._advance(_State(cfg, self.radius), np.zeros(cfg.n_fft + cfg.hop_length, np.float32), final=False)
-        self._rows(np.zeros((1, cfg.n_mels, MEL_STEP), np.float32))
+        samples, window = self._geo.warm_up()
+        self._advance(self._geo.new_state(), np.zeros(samples, np.float32), final=False)
+        self._rows(np.zeros((1, *window), np.float32))
 
     def _rows(self, windows: np.ndarray) -> np.ndarray:
         """float32 (k, 80, 16) windows → (k, 512) rows through the seam (batch-invariant engines
@@ -561,20 +637,20 @@ def _configure(obj: Any, checkpoint: Any, *, mode: str, fps: "float | None", dev
     obj.mode, obj.fps, obj.context, obj.radius, obj.config = mode, obj._geo.fps, context, radius, config
     obj.batch_size = check_positive_int("batch_size", batch_size)
     obj.threads = check_positive_int("threads", threads)
-    obj._encoder = _stream_engine(checkpoint, precision, device, obj.threads)
+    obj._encoder = _stream_engine(checkpoint, mode, precision, device, obj.threads)
     obj._engine_threads = None if obj._encoder.precision == "onnx" else obj.threads
     obj.precision = obj._encoder.precision
     obj.device = str(obj._encoder.device)
-    obj._latency = latency_for(obj.fps, config, radius=radius)
+    obj._latency = obj._geo.latency()
     obj._lock = threading.Lock()
 
 
-def _stream_engine(checkpoint: Any, precision: "str | None", device: str, threads: "int | None") -> Any:
-    """The ave engine of a stream: a loaded ONNX engine keeps its threads, a path loads with ours."""
+def _stream_engine(checkpoint: Any, mode: str, precision: "str | None", device: str, threads: "int | None") -> Any:
+    """The engine of a stream: a loaded ONNX engine keeps its threads, a path loads with ours."""
     from .engines import is_engine
 
     onnx_loaded = is_engine(checkpoint) and checkpoint.precision == "onnx"
-    return resolve_encoder(checkpoint, mode="ave", precision=precision, device=device,
+    return resolve_encoder(checkpoint, mode=mode, precision=precision, device=device,
                            threads=None if onnx_loaded else threads)
 
 
