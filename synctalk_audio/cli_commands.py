@@ -388,7 +388,8 @@ def _add_stream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-ms", type=float, default=20.0, metavar="MS",
                         help="push size in milliseconds of audio (default: 20)")
     parser.add_argument("--output", "-o", default=None, metavar="OUT.npy",
-                        help="save the streamed frames (N+2, 32, 16, 16) float32 to this .npy (written atomically)")
+                        help="save the streamed frames float32 to this .npy (ave: (N+2, 32, 16, 16); wenet: "
+                             "(K, 256, 16, 32) at radius 8), written atomically")
     _add_force(parser, "OUT.npy")
     parser.add_argument("--threads", type=int, default=1,
                         help="encoder threads for the per-window calls (default: 1; 0 = torch's setting, or all "
@@ -398,8 +399,8 @@ def _add_stream(parser: argparse.ArgumentParser) -> None:
 def _run_stream(args: argparse.Namespace) -> int:
     import math
 
-    from .audio import load_audio
     from .errors import ConfigError
+    from .pipeline import load_for_mode
     from .stream import StreamingPipeline, check_frames_path, run_stream, save_frames
 
     if not (math.isfinite(args.chunk_ms) and 1 <= args.chunk_ms <= 60000):
@@ -414,14 +415,16 @@ def _run_stream(args: argparse.Namespace) -> int:
         from ._io import check_file_target
 
         check_file_target(check_frames_path(args.output), overwrite=args.force)
+    if args.mode == "hubert":  # before loading a model: hubert cannot stream exactly (whole-file normalisation)
+        StreamingPipeline(checkpoint=None, mode="hubert")
     encoder, weights = load_weights(args.checkpoint, args.device, threads=args.threads or None,
-                                    precision=args.precision)
+                                    precision=args.precision, mode=args.mode)
     _warn_untrained(args, weights)
     stream = StreamingPipeline(checkpoint=encoder, mode=args.mode, fps=args.fps, device=args.device,
-                               precision=args.precision, context=args.context, batch_size=args.batch_size,
-                               threads=args.threads or None)
-    wav = load_audio(args.audio, sr=stream.config.sample_rate)
-    chunk = max(1, int(round(args.chunk_ms * stream.config.sample_rate / 1000.0)))
+                               precision=args.precision, context=args.context, radius=args.radius,
+                               batch_size=args.batch_size, threads=args.threads or None)
+    wav = load_for_mode(args.audio, args.mode, config=stream.config)
+    chunk = max(1, int(round(args.chunk_ms * 16000 / 1000.0)))
     frames, report = run_stream(stream, wav, chunk, keep_frames=args.output is not None)
     summary = {"audio": str(args.audio), "device": stream.device, "mode": stream.mode, "context": stream.context,
                "chunk_samples": chunk, **report.summary(), "output": args.output, "weights": weights}
@@ -436,10 +439,12 @@ def _run_stream(args: argparse.Namespace) -> int:
                f"{_shape(stream.frame_shape)} ({report.n_tail} at flush), mode {stream.mode}, {stream.fps} fps, "
                f"context {stream.context}, device {stream.device}")
     _say(args, _weights_line(weights))
+    window = "mel window" if stream.mode == "ave" else "fbank window past the 320 ms of leading zeros"
     _say(args, f"algorithmic latency: {lat.samples} samples = {lat.ms:.1f} ms after a frame's time "
-               f"(context look-ahead {1000 * lat.context_samples / lat.sample_rate:.1f} + mel window "
-               f"{1000 * lat.window_samples / lat.sample_rate:.1f} + STFT centring "
-               f"{1000 * lat.stft_samples / lat.sample_rate:.1f} ms)")
+               f"(context look-ahead {1000 * lat.context_samples / lat.sample_rate:.1f} + {window} "
+               f"{1000 * lat.window_samples / lat.sample_rate:.1f}"
+               + (f" + STFT centring {1000 * lat.stft_samples / lat.sample_rate:.1f}" if lat.stft_samples else "")
+               + " ms)")
     _say(args, f"  {'measured (ms)':34s} {'median':>8s} {'p95':>8s} {'max':>8s}")
     for key, label in (("chunk_wall_ms", "compute per chunk (push)"),
                        ("frame_compute_ms", "compute per streamed frame"),

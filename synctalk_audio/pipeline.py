@@ -109,6 +109,18 @@ def _metadata(*, source: str, n_samples: int, mode: str, fps: float, context: st
     return meta
 
 
+def load_for_mode(path: "str | os.PathLike", mode: str, *, config: MelConfig = SYNCTALK_2D,
+                  max_seconds: "float | None" = None) -> np.ndarray:
+    """An audio file as ``mode``'s recipe reads it: float32 (n,) at 16 kHz.
+
+    ave: :func:`load_audio` (channels averaged, as librosa); hubert and wenet:
+    :func:`load_channel` (channel 0, as their ``soundfile.read`` scripts).
+    """
+    if mode == "ave":
+        return load_audio(path, sr=config.sample_rate, max_seconds=max_seconds)
+    return load_channel(path, 16000, max_seconds=max_seconds)
+
+
 def pipeline(
     audio: "str | os.PathLike | np.ndarray",
     *,
@@ -187,8 +199,7 @@ def pipeline(
     engine = resolve_encoder(checkpoint, mode=mode, precision=precision, device=device, threads=threads)
     source = str(audio) if isinstance(audio, (str, os.PathLike)) else "<array>"
     if isinstance(audio, (str, os.PathLike)):
-        wav = (load_audio(audio, sr=config.sample_rate, max_seconds=max_seconds) if mode == "ave"
-               else load_channel(audio, 16000, max_seconds=max_seconds))
+        wav = load_for_mode(audio, mode, config=config, max_seconds=max_seconds)
     else:
         wav = check_waveform(audio)
     n_samples = int(wav.shape[0])

@@ -143,3 +143,37 @@ def test_wenet_pcm_of_a_chunk_is_the_chunk_of_wenet_pcm(clips):
     whole = wenet_pcm(wav)
     parts = [wenet_pcm(wav[lo:lo + 333])[5120:5120 + wav[lo:lo + 333].shape[0]] for lo in range(0, wav.shape[0], 333)]
     assert np.array_equal(np.concatenate(parts), whole[5120:5120 + wav.shape[0]])
+
+
+def test_cli_stream_wenet_equals_offline_frames(wenet_onnx, tmp_path, capsys):
+    """`synctalk-audio stream --mode wenet --radius 4` reads the file as the wenet recipe does
+    (channel 0), streams it and saves exactly pipeline(mode="wenet")'s frames."""
+    import json
+
+    from synctalk_audio.cli import main
+
+    from .conftest import golden_input
+
+    wav = golden_input("speech_44k_stereo_24bit")   # stereo, 44.1 kHz: channel 0, resampled
+    out = tmp_path / "frames.npy"
+    assert main(["stream", str(wav), "--mode", "wenet", "--radius", "4", "--checkpoint", wenet_onnx,
+                 "--json", "-o", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ref = sa.pipeline(str(wav), mode="wenet", checkpoint=wenet_onnx, radius=4).frames
+    assert report["algorithmic_latency"]["samples"] == 8240 and report["n_frames"] == ref.shape[0]
+    assert np.array_equal(np.load(out), ref)
+    assert main(["stream", str(wav), "--mode", "hubert", "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("synctalk-audio: error: mode 'hubert' does not stream")
+
+
+def test_cli_stream_ave_takes_radius(tmp_path, capsys):
+    """--radius reaches the stream (ave at radius 4: (N + 2, 16, 16, 16) frames, as offline)."""
+    from synctalk_audio.cli import main
+
+    from .conftest import golden_input
+
+    wav, out = str(golden_input("speech_16k_mono")), tmp_path / "frames.npy"
+    assert main(["stream", wav, "--radius", "4", "--checkpoint", "seeded", "--device", "cpu", "-o", str(out)]) == 0
+    ref = sa.pipeline(wav, checkpoint="seeded", device="cpu", radius=4).frames
+    assert ref.shape[1:] == (16, 16, 16) and np.array_equal(np.load(out), ref)
