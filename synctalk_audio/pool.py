@@ -1,4 +1,4 @@
-"""Many exact ave streams sharing one engine: :class:`StreamPool` (one batched encoder call
+"""Many exact ave or wenet streams sharing one engine: :class:`StreamPool` (one batched encoder call
 per tick across streams) and its :class:`PoolError`. The per-stream state machine is
 :mod:`synctalk_audio.stream`'s, the same one :class:`~synctalk_audio.StreamingPipeline` runs.
 """
@@ -46,20 +46,20 @@ class _Pending:
 
 
 class StreamPool:
-    """Many independent ave streams sharing one engine: one batched encoder run per push.
+    """Many independent ave (or wenet) streams sharing one engine: one batched encoder run per push.
 
     ``pool.push({key: chunk, ...})`` advances every stream given (a new key opens a stream):
-    the mel columns of all of them in one call, then *all* windows that became ready, across
-    streams, in one engine run. Each stream's frames equal ``pipeline(its audio).frames`` bit
+    the mel columns of all of them in one call (wenet: each stream's fbank rows), then *all*
+    windows that became ready, across streams, in one engine run. Each stream's frames equal ``pipeline(its audio).frames`` bit
     for bit on CPU (the exact and onnx engines are batch-invariant), whatever the other
     streams do. See docs/serving.md for a server loop and measured capacity.
 
     Parameters
     ----------
     checkpoint, mode, fps, device, precision, context, radius, config, batch_size
-        As for :class:`StreamingPipeline`; every stream shares them. ``mode`` must be "ave":
-        hubert cannot stream exactly (whole-file normalisation), wenet streaming is not
-        implemented (a ConfigError says so).
+        As for :class:`StreamingPipeline`; every stream shares them. ``mode`` "ave" or
+        "wenet" (with the wenet ``encoder.onnx``); hubert cannot stream exactly (whole-file
+        normalisation: a ConfigError says so).
     threads : int or None
         CPU threads of the encoder (default 1). With the PyTorch engines on CPU, a push's
         windows are split over that many worker threads of the pool, each running one torch

@@ -9,6 +9,8 @@ so every chunk costs work proportional to its own length. Everything ``push`` an
 return, concatenated, equals ``pipeline(audio).frames`` for the same audio (N + 2 frames, first/
 last row repeated, clamped last windows, zeros — or edges — outside the padded rows).
 :class:`StreamPool` runs many such streams and encodes the windows of all of them in one call.
+``mode="wenet"`` streams run :mod:`synctalk_audio.wenet_stream`'s state machine (fbank rows,
+67-frame windows) through the same context step (:func:`context_frames`).
 
 Where the latency comes from (defaults: hop 200, n_fft 800, 16-column windows, radius 8)::
 
@@ -436,11 +438,14 @@ class StreamingPipeline:
     ----------
     checkpoint : path, state dict, AudioEncoder, "seeded", an .onnx, or an engine
         As for :func:`synctalk_audio.pipeline`; an exported ``.onnx`` encoder streams through
-        onnxruntime without torch.
-    mode : "ave"
-        The conv encoder feeds ave frames.
+        onnxruntime without torch. wenet: the wenet ``encoder.onnx`` (or its engine).
+    mode : "ave" or "wenet"
+        ave: mel → conv encoder, (N + 2) frames; wenet: Kaldi fbank → 67-frame windows →
+        ``encoder.onnx``, K frames of (256, 16, 32) / (128, 16, 32) at 20 fps, latency
+        ``800·(radius − 1) + 5840`` samples (:mod:`synctalk_audio.wenet_stream`). hubert does
+        not stream (whole-file normalisation): ConfigError.
     fps : float, optional
-        Video frame rate (default the mode's: 25).
+        Video frame rate (default the mode's: 25; wenet is fixed at 20).
     device : "auto", "cpu", "cuda", …
     precision : "exact", "fast" or "onnx"; default the checkpoint's own (see ``pipeline``)
     context : "zeros" (upstream) or "edge"
