@@ -48,6 +48,15 @@ TARGETS = {"exact": 28, "fast": 64, "onnx": None}
 RATIO_TARGET = 1.15
 
 
+def steal_ticks() -> int:
+    """CPU time the hypervisor gave to other guests (/proc/stat 'steal', all CPUs, in clock ticks; 0 if unknown)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else 0
+    except (OSError, ValueError):
+        return 0
+
+
 def cpus_available() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -98,7 +107,7 @@ def simulate(pool, wav: np.ndarray, n_users: int, seconds: float, rng: np.random
             chunks[key] = looped[lo:lo + n]
             pos[i] += n
         if t == n_warm:
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+            cpu0, wall0, steal0 = time.process_time(), time.perf_counter(), steal_ticks()
         start = time.perf_counter()
         out = pool.push(chunks)
         end = time.perf_counter()
@@ -116,13 +125,14 @@ def simulate(pool, wav: np.ndarray, n_users: int, seconds: float, rng: np.random
         elif delay <= 0:
             next_tick = time.perf_counter()  # behind: no catching up in a burst
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    steal = (steal_ticks() - steal0) / os.sysconf("SC_CLK_TCK") / (wall * cpus_available())
     for key in keys:
         pool.reset(key)
     walls_ms = 1000.0 * np.asarray(walls)
     return {"users": n_users, "ticks": n_ticks, "p50_ms": float(np.percentile(walls_ms, 50)),
             "p99_ms": float(np.percentile(walls_ms, 99)), "max_ms": float(walls_ms.max()),
             "delay_p99_ms": float(np.percentile(1000.0 * np.asarray(delays), 99)) if delays else 0.0,
-            "cpu_cores": cpu / wall, "frames": frames, "cpu_ms_per_frame": 1000.0 * cpu / max(frames, 1)}
+            "cpu_cores": cpu / wall, "steal": steal, "frames": frames, "cpu_ms_per_frame": 1000.0 * cpu / max(frames, 1)}
 
 
 def passes(run: dict, cores: int) -> bool:
@@ -141,7 +151,8 @@ def search(pool, wav: np.ndarray, seconds: float, cores: int, rng: np.random.Gen
         runs.append(run)
         log(f"    N={n:4d}: tick p50 {run['p50_ms']:6.2f}  p99 {run['p99_ms']:6.2f} ms, frame delay p99 "
             f"{run['delay_p99_ms']:6.2f} ms, CPU {run['cpu_cores']:.2f} cores, "
-            f"{run['cpu_ms_per_frame']:.3f} CPU-ms/frame, load {run['load']:.2f} → {'pass' if run['pass'] else 'FAIL'}")
+            f"{run['cpu_ms_per_frame']:.3f} CPU-ms/frame, load {run['load']:.2f}, steal {100 * run['steal']:.0f} % "
+            f"→ {'pass' if run['pass'] else 'FAIL'}")
         return run["pass"]
 
     good, bad = 0, None
