@@ -26,6 +26,7 @@ For tests and demos without the real model, :func:`write_standin_wenet_onnx` wri
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -37,7 +38,7 @@ from .audio import check_waveform, load_channel
 from .batches import check_positive_int
 from .errors import AudioError, CheckpointError, ConfigError, ShapeError, install_hint
 from .fbank import fbank
-from .runtime import _CUDA, _import_onnxruntime, open_session
+from .runtime import _CUDA, _import_onnxruntime, _usable_cores, open_session
 
 __all__ = [
     "WenetEngine",
@@ -201,11 +202,13 @@ class WenetEngine:
         Of the .onnx file.
     device : "cpu" or "cuda:N"
     threads : int
-        onnxruntime intra-op threads (CPU).
+        CPU threads a call spreads its windows over (one window per ``session.run``, one
+        onnxruntime intra-op thread each: a window is too small to split, so windows run side
+        by side instead; the rows do not depend on it).
     batch_size : int
         Windows per call when run through the seam (64).
     compute : str
-        E.g. ``"float32 onnxruntime 1.32.0 (CPUExecutionProvider, 2 threads), one window per run"``.
+        E.g. ``"float32 onnxruntime 1.32.0 (CPUExecutionProvider, windows on 2 threads), one window per run"``.
     provenance : read-only mapping
         ``path``, ``sha256``, ``untrained`` (True for :func:`write_standin_wenet_onnx` graphs),
         and the model's ``producer`` and metadata.
@@ -227,6 +230,7 @@ class WenetEngine:
     _session: Any = field(repr=False)
     _output: str = field(repr=False)
     _constants: Mapping[str, np.ndarray] = field(repr=False)
+    _pool: Any = field(default=None, repr=False)  # threads − 1 workers (CPU, threads > 1)
     mode: ClassVar[str] = "wenet"
     precision: ClassVar[str] = "onnx"
     row_shape: ClassVar[tuple[int, int]] = ROW_SHAPE
@@ -239,14 +243,25 @@ class WenetEngine:
         if x.ndim != 3 or x.shape[1:] != (WINDOW_FRAMES, 80):
             raise ShapeError(f"wenet windows must have shape (B, 67, 80), got {np.shape(batch)}")
         out = np.empty((x.shape[0], *ROW_SHAPE), dtype=np.float32)
+        parts = min(self.threads, x.shape[0]) if self._pool is not None else 1
+        bounds = [x.shape[0] * i // parts for i in range(parts + 1)]
+        futures = [self._pool.submit(self._run, x, out, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        try:
+            self._run(x, out, bounds[0], bounds[1])  # the first part on the calling thread
+        finally:
+            for f in futures:
+                f.result()
+        return out
+
+    def _run(self, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+        """Windows ``x[lo:hi]`` → ``out[lo:hi]``, one ``session.run`` each."""
         feeds = dict(self._constants)
-        for b in range(x.shape[0]):
+        for b in range(lo, hi):
             feeds["chunk"] = np.ascontiguousarray(x[b], dtype=np.float32).reshape(_INPUTS["chunk"][1])
             y = self._session.run([self._output], feeds)[0]
             if y.shape != _OUTPUT_SHAPE:
                 raise ShapeError(f"{self.path} gave {y.shape} for one window; a wenet encoder gives {_OUTPUT_SHAPE}")
             out[b] = y[0]
-        return out
 
 
 def _dims_fit(shape: Any, expected: tuple[int, ...]) -> bool:
@@ -300,7 +315,8 @@ def load_wenet_engine(
     path : path to the .onnx file (Ultralight-Digital-Human's ``encoder.onnx``)
     device : "auto" (CUDA when onnxruntime-gpu offers it, else CPU), "cpu", "cuda", "cuda:N"
     threads : int, optional
-        Intra-op threads on CPU (default: the cores this process may use).
+        CPU threads a call spreads its windows over, each running whole windows with one
+        intra-op thread (default: the cores this process may use).
     batch_size : int, optional
         Windows per engine call through the seam (default 64).
 
@@ -324,8 +340,12 @@ def load_wenet_engine(
     except ConfigError:
         raise ConfigError("mode 'wenet' runs encoder.onnx in onnxruntime (the [wenet] extra: "
                           + install_hint("wenet") + ")") from None
+    # On CPU, one intra-op thread per session.run and the windows spread over `threads` threads
+    # (the session is shared: onnxruntime runs concurrent calls); on CUDA the session's default.
+    cpu = str(device).lower() == "cpu" or (str(device).lower() == "auto" and _CUDA not in ort.get_available_providers())
     p, digest, session, n_threads, dev = open_session(ort, path, what="wenet encoder", device=device,
-                                                      threads=threads)
+                                                      threads=1 if cpu else threads)
+    workers = (threads or _usable_cores()) if cpu else 1
     output = _check_wenet_io(session, p)
     constants = _constant_inputs()
     probe = dict(constants, chunk=np.zeros(_INPUTS["chunk"][1], dtype=np.float32))
@@ -342,15 +362,19 @@ def load_wenet_engine(
     used = session.get_providers()[0]
     kind = "cuda" if used == _CUDA else "cpu"
     compute = (f"float32 onnxruntime {ort.__version__} ({used}"
-               + (f", {n_threads} threads)" if kind == "cpu" else ")") + ", one window per run")
+               + (f", windows on {workers} thread{'s' if workers > 1 else ''})" if kind == "cpu" else ")")
+               + ", one window per run")
     provenance = MappingProxyType({
         "path": str(p), "sha256": digest, "untrained": custom.get(_UNTRAINED_KEY) == "true",
         "producer": meta.producer_name or None, "metadata": custom,
     })
     return WenetEngine(
-        path=p, sha256=digest, device=dev if kind == "cuda" else "cpu", threads=n_threads,
+        path=p, sha256=digest, device=dev if kind == "cuda" else "cpu",
+        threads=workers if kind == "cpu" else n_threads,
         batch_size=batch_size or _DEFAULT_BATCH, compute=compute, provenance=provenance,
         batch_invariant=kind == "cpu", _session=session, _output=output, _constants=constants,
+        _pool=ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="synctalk-wenet")
+        if kind == "cpu" and workers > 1 else None,
     )
 
 
