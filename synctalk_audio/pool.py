@@ -231,8 +231,13 @@ class StreamPool:
         if not isinstance(chunks, Mapping):
             raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
         with self._lock:
-            # 1. each stream's STFT frames from its committed carry, then the mel columns of all of them:
-            #    with overlap this runs while the previous push's encoding finishes
+            # 1. the previous push's rows (overlap): its encoding had the cores to itself since that
+            #    push returned (a mel step running beside it measured a worse p99 tick)
+            out = self._collect()
+            if self._held:
+                out = _merged(self._held, out)
+                self._held = {}
+            # 2. each stream's STFT frames, then the mel columns of all of them, then the windows
             staged: dict[Hashable, tuple[Any, Any]] = {}
             errors: dict[Hashable, Exception] = {}
             for key, samples in chunks.items():
@@ -248,11 +253,6 @@ class StreamPool:
                     errors[key] = exc
             keys = list(staged)
             columns = self._columns([staged[k] for k in keys])
-            # 2. the previous push's rows (overlap), then this push's windows from the streams' states
-            out = self._collect()
-            if self._held:
-                out = _merged(self._held, out)
-                self._held = {}
             states, windows = [], []
             for key, cols in zip(keys, columns):
                 state = (self._states.get(key) or self._geo.new_state()).copy()
