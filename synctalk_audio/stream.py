@@ -593,9 +593,10 @@ class StreamingPipeline:
 
     def __repr__(self) -> str:
         st = self._state
+        pad = f"pad_mode={self.config.pad_mode!r}, " if self.mode == "ave" else ""
         return (f"StreamingPipeline(mode={self.mode!r}, fps={self.fps}, context={self.context!r}, "
-                f"radius={self.radius}, device={self.device!r}, pad_mode={self.config.pad_mode!r}, "
-                f"samples_in={st.carry.n_in}, frames_out={st.n_out}, finished={st.finished}, "
+                f"radius={self.radius}, device={self.device!r}, {pad}"
+                f"samples_in={st.n_in}, frames_out={st.n_out}, finished={st.finished}, "
                 f"latency={self._latency.ms:g} ms)")
 
     # ----------------------------------------------------------------- internals

@@ -71,6 +71,7 @@ def test_wenet_stream_equals_offline_bit_for_bit(wenet_onnx, clips, radius, cont
         ref = _offline(wav, wenet_onnx, radius, context)
         assert got.shape == ref.shape and np.array_equal(got, ref), (i, sizes)
         assert sp.frames_out == ref.shape[0] and sp.samples_in == wav.shape[0] and sp.finished
+        assert f"samples_in={wav.shape[0]}" in repr(sp) and "mode='wenet'" in repr(sp)
 
 
 def test_wenet_frames_emitted_exactly_when_their_input_is_complete(wenet_onnx, demo_wav):
@@ -119,6 +120,7 @@ def test_wenet_stream_errors_and_reset(wenet_onnx, clips):
 def test_wenet_pool_streams_equal_offline(wenet_onnx, clips, overlap):
     pool = StreamPool(checkpoint=wenet_onnx, mode="wenet", radius=4, context="edge", overlap=overlap)
     assert pool.frame_shape == (128, 16, 32)
+    assert "StreamPool(mode='wenet'" in repr(pool)
     wavs = dict(enumerate(clips[:3]))
     start = {0: 0, 1: 7, 2: 30}
     got = {k: [] for k in wavs}
