@@ -18,6 +18,12 @@ torchaudio's compiled extension does not load against current torch, so its pure
 is also cross-checked against kaldi-native-fbank (an independent C++ Kaldi port); the
 differences go into the manifest.
 
+For the long clip (``ROW_STATS``) the oracle also measures upstream's own spread, row by row:
+the same recipe with the fbank from kaldi-native-fbank, from torchaudio in float64 arithmetic,
+and from torchaudio in fresh processes under other CPU code paths (``ATEN_CPU_CAPABILITY``,
+``MKL_CBWR``, ``MKL_ENABLE_INSTRUCTIONS``); each as ``max|y − y_oracle|`` per encoder row over
+``max|y_oracle|``, into ``<stem>/row_stats.npz`` (float32 (K,) per variant).
+
 The encoder is ``golden/wenet/standin_encoder.onnx``, an UNTRAINED stand-in with the wenet
 encoder's interface (written once by the package, then treated as the user-supplied model).
 This script must never import synctalk_audio.
@@ -30,7 +36,9 @@ import importlib.util
 import json
 import math
 import platform
+import os
 import shutil
+import subprocess
 import sys
 import types
 from importlib import metadata
@@ -68,6 +76,15 @@ CLIPS = [
     ("golden/inputs/too_short_0p15s_16k.wav", "all"),
     ("benchmarks/data/speech_45s.flac", "select"),  # > 20 s
 ]
+#: Clips whose every encoder row gets upstream's own spread (row_stats.npz).
+ROW_STATS = {"benchmarks/data/speech_45s.flac"}
+#: torchaudio in a fresh process under these environment settings (other CPU code paths).
+CODE_PATHS = {
+    "torchaudio_aten_default": {"ATEN_CPU_CAPABILITY": "default"},  # torch's non-SIMD kernels (window cos/pow)
+    "torchaudio_aten_avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "torchaudio_mkl_cbwr_compatible": {"MKL_CBWR": "COMPATIBLE"},  # MKL's conditional reproducibility mode
+    "torchaudio_mkl_avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
 
 
 def load_torchaudio_kaldi() -> types.ModuleType:
@@ -159,8 +176,51 @@ def selection(k: int) -> list[int]:
     return sorted({0, min(1, k - 1), k // 2, max(0, k - 2), k - 1})
 
 
+def cpu_model() -> str:
+    """The CPU the oracle ran on (its code paths depend on it): /proc/cpuinfo's model name, family and model."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()[:30] if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        return f"{info['model name']} (vendor {info.get('vendor_id')}, family {info.get('cpu family')}, model {info.get('model')})"
+    except (OSError, KeyError, ValueError):
+        return platform.processor() or platform.machine()
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def torchaudio_fbank(kaldi: types.ModuleType, waveform: torch.Tensor, dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """FeaturePipeline._extract_feature: kaldi.fbank with the decode config's arguments → float32 (F, 80)."""
+    return kaldi.fbank(waveform.to(dtype), **FBANK_ARGS).numpy().astype(np.float32)
+
+
+def fbank_in_subprocess(rel: str, env: dict, out: Path) -> np.ndarray:
+    """torchaudio's fbank of a clip in a fresh interpreter with ``env`` added (CPU code paths are
+    chosen at start-up) → float32 (F, 80)."""
+    subprocess.run([sys.executable, __file__, "--fbank", rel, str(out)], check=True,
+                   env={**os.environ, **env})
+    return np.load(out)
+
+
+def row_distance(y: np.ndarray, oracle: np.ndarray) -> np.ndarray:
+    """Per encoder row ``max|y − oracle|`` over ``max|oracle|``: (K, 16, 512) pair → float32 (K,)."""
+    return (np.abs(y - oracle).max(axis=(1, 2)) / np.abs(oracle).max()).astype(np.float32)
+
+
+def upstream_spread(rel: str, waveform: torch.Tensor, cross: np.ndarray, aud: np.ndarray, kaldi: types.ModuleType,
+                    session: ort.InferenceSession, scratch: Path) -> dict[str, np.ndarray]:
+    """Every row's distance from the oracle of the same recipe with other upstream fbanks → {name: float32 (K,)}."""
+    fbanks = {"kaldi_native_fbank": cross, "torchaudio_float64": torchaudio_fbank(kaldi, waveform, torch.float64)}
+    for name, env in CODE_PATHS.items():
+        fbanks[name] = fbank_in_subprocess(rel, env, scratch / f"{name}.npy")
+    return {name: row_distance(upstream_windows_and_features(fb[None], session)[1], aud) for name, fb in fbanks.items()}
+
+
+def fbank_only(rel: str, out: str) -> None:
+    """``--fbank CLIP OUT``: torchaudio's fbank of the padded clip, saved to OUT (used by fbank_in_subprocess)."""
+    stream, _, _ = read_16k(REPO / rel)
+    np.save(out, torchaudio_fbank(load_torchaudio_kaldi(), upstream_waveform(stream)))
 
 
 def main() -> None:
@@ -176,8 +236,8 @@ def main() -> None:
         path = REPO / rel
         stream, sample_rate, resampled = read_16k(path)
         waveform = upstream_waveform(stream)
-        waveform_feat = kaldi.fbank(waveform, **FBANK_ARGS).unsqueeze(0).numpy()  # (1, F, 80) float32
-        fb = waveform_feat[0]
+        fb = torchaudio_fbank(kaldi, waveform)  # (F, 80) float32
+        waveform_feat = fb[None]
         starts, aud = upstream_windows_and_features(waveform_feat, session)
         k = aud.shape[0]
         index = list(range(k)) if keep == "all" else selection(k)
@@ -189,6 +249,12 @@ def main() -> None:
         folder = OUT / stem
         folder.mkdir(parents=True)
         np.save(folder / "fbank.npy", fb)
+        spread = {}
+        if rel in ROW_STATS:
+            spread = upstream_spread(rel, waveform, cross, aud, kaldi, session, folder)
+            for name in CODE_PATHS:
+                (folder / f"{name}.npy").unlink()
+            np.savez_compressed(folder / "row_stats.npz", **spread)
         np.save(folder / "features.npy", aud[index])
         np.save(folder / "feature_index.npy", np.asarray(index, dtype=np.int64))
         clips[stem] = {
@@ -209,6 +275,14 @@ def main() -> None:
                 "max_energy_diff_rel_to_frame_max": float(energy_rel.max()),
             },
         }
+        if spread:
+            clips[stem]["upstream_spread"] = {
+                "file": f"golden/wenet/{stem}/row_stats.npz",
+                "what": "per encoder row, max|y - y_oracle| / max|y_oracle| with another upstream fbank",
+                "code_paths": CODE_PATHS,
+                **{name: {"max": float(d.max()), "rows_over_1e-4": np.flatnonzero(d > 1e-4).tolist()}
+                   for name, d in spread.items()},
+            }
         print(f"{stem}: n={stream.shape[0]} F={fb.shape[0]} K={k} stored={len(index)} "
               f"knf max|dlog|={log_diff.max():.3g}")
     versions = {
@@ -221,6 +295,7 @@ def main() -> None:
         "soundfile": sf.__version__,
         "libsndfile": sf.__libsndfile_version__,
         "soxr": metadata.version("soxr"),
+        "cpu": cpu_model(),
     }
     manifest = {
         "generator": "golden/make_golden_wenet.py (independent oracle: Ultralight-Digital-Human wenet_infer.py "
@@ -240,4 +315,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--fbank":
+        fbank_only(sys.argv[2], sys.argv[3])
+    else:
+        main()

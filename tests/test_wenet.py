@@ -91,33 +91,47 @@ def _float64_fbank(pcm: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(power @ kaldi_mel_banks().T.astype(np.float64), FLOAT32_EPS)).astype(np.float32)
 
 
+#: The rows of speech_45s (of 901) that cannot meet BOUND: near-silent frames whose lowest mel
+#: bands sit ~10 orders of magnitude below the frame's peak, i.e. at the float32 FFT's round-off.
+#: There upstream itself is beyond 1e-4 of the oracle (torchaudio on this CPU): kaldi-native-fbank
+#: (Kaldi's C++) by up to 1.85e-4 and torchaudio in float64 by 1.64e-4 (measured by the oracle,
+#: golden/wenet/speech_45s/row_stats.npz), so on these rows the bound is the measured one,
+#: and ours must also be nearer the oracle than either of those two.
+NEAR_SILENT_ROWS = (794, 795, 797, 798, 799, 801, 802, 803, 805, 806, 807)
+#: Measured 1.45e-4 (numpy's pocketfft vs torch's MKL FFT, plus 27 window entries 1 ulp apart).
+NEAR_SILENT_BOUND = 1.5e-4
+
+
 def test_golden_every_row_of_the_long_clip(engine):
     """All 901 rows of the 45 s clip against the oracle (torchaudio's fbank, committed whole; its
     windows through the committed graph reproduce the oracle's stored rows bit for bit).
 
-    Every row is within 1e-4 · max|oracle| — except where the oracle itself is further than that
-    from float64 arithmetic: near-silent frames whose lowest mel bands sit at the float32 FFT's
-    round-off, where torch's MKL FFT is off by up to 1.6e-4 (measured). There ours must be closer
-    to the float64 result than the oracle is; and everywhere ours is within 5e-5 of float64.
+    Every row is within BOUND = 1e-4 · max|oracle| except the named NEAR_SILENT_ROWS, which are
+    exactly the rows where upstream's other implementations are themselves beyond 1e-4 of the
+    oracle; those get the measured NEAR_SILENT_BOUND and must be nearer the oracle than
+    kaldi-native-fbank and than torchaudio's own float64 run. Everywhere ours is within 5e-5 of
+    float64 arithmetic.
     """
     stem = "speech_45s"
     oracle_fb = np.load(WENET / stem / "fbank.npy")
     oracle = engine(upstream_windows(oracle_fb))
     index = np.load(WENET / stem / "feature_index.npy")
     assert np.array_equal(oracle[index], np.load(WENET / stem / "features.npy"))
+    spread = np.load(WENET / stem / "row_stats.npz")
+    near = np.array(NEAR_SILENT_ROWS)
+    for name in ("kaldi_native_fbank", "torchaudio_float64"):  # why those rows: upstream is beyond 1e-4 there
+        assert np.array_equal(np.flatnonzero(spread[name] > BOUND), near), name
     wav = load_wenet_audio(ROOT / MANIFEST["clips"][stem]["file"])
     ours = wenet_features(wav, engine)
-    exact = engine(upstream_windows(_float64_fbank(wenet_pcm(wav))))
-    scale = np.abs(oracle).max()
-    ours_err = np.abs(ours - oracle).max(axis=(1, 2)) / scale
-    oracle_off = np.abs(oracle - exact).max(axis=(1, 2)) / scale
-    ours_off = np.abs(ours - exact).max(axis=(1, 2)) / scale
     assert ours.shape == oracle.shape == (901, 16, 512)
-    beyond = np.flatnonzero(ours_err > BOUND)
-    assert beyond.shape[0] <= 20, beyond                       # a few near-silent rows (11 measured), no more
-    assert np.all(oracle_off[beyond] > BOUND), beyond          # only where the oracle is itself off by more
-    assert np.all(ours_off[beyond] < oracle_off[beyond]), beyond
-    assert ours_off.max() <= BOUND / 2                         # measured 2.6e-5
+    err = np.abs(ours - oracle).max(axis=(1, 2)) / np.abs(oracle).max()
+    others = np.setdiff1d(np.arange(err.shape[0]), near)
+    assert err[others].max() <= BOUND                          # measured 6.7e-5
+    assert err[near].max() <= NEAR_SILENT_BOUND                # measured 1.45e-4
+    assert np.all(err[near] < spread["kaldi_native_fbank"][near])
+    assert np.all(err[near] < spread["torchaudio_float64"][near])
+    exact = engine(upstream_windows(_float64_fbank(wenet_pcm(wav))))
+    assert (np.abs(ours - exact).max(axis=(1, 2)) / np.abs(oracle).max()).max() <= BOUND / 2  # measured 2.3e-5
 
 
 def test_model_is_the_standin(engine):
