@@ -181,7 +181,8 @@ def cpu_model() -> str:
     try:
         info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()[:30] if ":" in line)
         info = {k.strip(): v.strip() for k, v in info.items()}
-        return f"{info['model name']} (vendor {info.get('vendor_id')}, family {info.get('cpu family')}, model {info.get('model')})"
+        return (f"{info['model name']} (vendor {info.get('vendor_id')}, family {info.get('cpu family')}, "
+                f"model {info.get('model')})")
     except (OSError, KeyError, ValueError):
         return platform.processor() or platform.machine()
 
