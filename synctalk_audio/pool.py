@@ -128,6 +128,8 @@ class StreamPool:
         self._no_cols = np.empty((config.n_mels, 0), np.float64)
         self.latency = self._latency
         self._states: dict[Hashable, _State] = {}
+        # the one-off costs (kernel set-up, the exact engine's weight packing) now, not in a tick
+        self._encode([np.zeros((1, *self._geo.warm_up()[1]), np.float32)])
 
     def keys(self) -> list[Hashable]:
         """The open streams' keys, in the order they were opened."""
