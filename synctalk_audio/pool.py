@@ -5,7 +5,8 @@ per tick across streams) and its :class:`PoolError`. The per-stream state machin
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping
 
@@ -26,20 +27,24 @@ _COLUMNS_PER_CALL = 16
 #: Fewest windows per worker thread when a pool splits a push's windows across threads.
 _MIN_SPLIT = 4
 
+#: Most pushes whose windows an overlapped pool may still be encoding (``overlap=N``).
+MAX_OVERLAP = 4
+
 
 @dataclass(frozen=True)
 class _Pending:
     """An overlapped push whose windows are still being encoded in the background.
 
     keys : the keys the push advanced, in order
-    states : their states after the push's mel step (committed; rows not yet applied)
-    before : their states before the push (None: opened by it), restored if the encoder fails
+    ids : each key's stream identity then (a stream reset, or reset and reopened, since drops its rows)
+    before : their states before the push (None: opened by it); their input side is put back
+        if the encoder fails
     sizes : windows per key
-    rows : the background run, float32 (sum(sizes), 512)
+    rows : the background run, float32 (sum(sizes), *row_shape)
     """
 
     keys: tuple
-    states: tuple
+    ids: tuple
     before: tuple
     sizes: tuple
     rows: "Future | None"
@@ -65,14 +70,17 @@ class StreamPool:
         windows are split over that many worker threads of the pool, each running one torch
         thread (torch's thread count is process-wide: it is set for the run and restored).
         For an .onnx checkpoint: onnxruntime's intra-op threads. The frames do not depend on it.
-    overlap : bool
-        False (default): ``push`` encodes its windows before it returns, and returns their
-        frames. True: ``push`` starts encoding its windows in the background and returns the
-        frames of the *previous* push's windows, so the encoder runs while the caller waits
+    overlap : bool or int
+        False or 0 (default): ``push`` encodes its windows before it returns, and returns their
+        frames. True or 1: ``push`` starts encoding its windows in the background and returns
+        the frames of the *previous* push's windows, so the encoder runs while the caller waits
         for the next chunks: a push then blocks only for its own mel step (plus whatever of
-        the previous encoding is left), and a heavy tick is absorbed by the light one after
-        it. Frames arrive one push later (20 ms at 20 ms ticks) and are the same, bit for bit.
-        :meth:`flush` returns the key's pending frames and its tail.
+        the previous encoding is left). N (2 … 4): N pushes in flight; a push returns the
+        frames of the push N before it, so an encoding may take up to N ticks as long as the
+        ticks' average fits — with 20 ms chunks every stream completes a frame every second
+        tick, so ticks alternate heavy and light, and 2 absorbs that. Frames arrive N pushes
+        later (N × 20 ms at 20 ms ticks) and are the same, bit for bit. :meth:`flush` returns
+        the key's pending frames and its tail.
 
     Attributes
     ----------
@@ -86,7 +94,10 @@ class StreamPool:
     A bad chunk for one key (not a 1-D float array, NaN/Inf) raises :class:`PoolError` after
     the other keys of the same push were processed; ``.frames`` holds theirs, and the failing
     stream is left as it was (its chunk not consumed, a new key not opened). If the encoder
-    itself fails, no stream of that push advances. Calls are serialised by a lock.
+    itself fails, no stream of that push advances (with ``overlap``, the error surfaces at
+    the next call, and every stream of the pushes still in flight goes back to before the
+    oldest of them: their chunks were not consumed, push them again). Calls are serialised
+    by a lock.
 
     Examples
     --------
@@ -112,8 +123,9 @@ class StreamPool:
         threads: int | None = 1,
         overlap: bool = False,
     ) -> None:
-        if not isinstance(overlap, bool):
-            raise ConfigError(f"overlap must be True or False, got {overlap!r}")
+        if not (isinstance(overlap, bool) or (isinstance(overlap, (int, np.integer))
+                                                and 0 <= overlap <= MAX_OVERLAP)):
+            raise ConfigError(f"overlap must be True, False or the pushes in flight 0 … {MAX_OVERLAP}, got {overlap!r}")
         _configure(self, checkpoint, mode=mode, fps=fps, device=device, precision=precision, context=context,
                    radius=radius, config=config, batch_size=batch_size, threads=threads)
         # batch-invariant torch engines on CPU: a push's windows are split over `threads` worker
@@ -122,8 +134,10 @@ class StreamPool:
             and self._engine_threads and str(self._encoder.device) == "cpu" else 1
         self._executor: "ThreadPoolExecutor | None" = None
         self.overlap = overlap
+        self._depth = int(overlap)  # pushes in flight
         self._background: "ThreadPoolExecutor | None" = None  # overlap: the thread that runs the encoder
-        self._pending: "_Pending | None" = None
+        self._pending: "deque[_Pending]" = deque()  # overlap: pushes in flight, oldest first
+        self._ids: dict[Hashable, object] = {}  # each open stream's identity
         self._held: dict[Hashable, np.ndarray] = {}  # overlap: frames collected by flush() for other keys
         self._no_cols = np.empty((config.n_mels, 0), np.float64)
         self.latency = self._latency
@@ -149,6 +163,7 @@ class StreamPool:
         """Forget ``key``'s input (it starts again at its next push)."""
         with self._lock:
             self._states.pop(key, None)  # its pending rows, if any, are dropped when collected
+            self._ids.pop(key, None)
             self._held.pop(key, None)
 
     def _columns(self, staged: "list[tuple[Any, Any]]") -> list["np.ndarray | None"]:
@@ -206,7 +221,7 @@ class StreamPool:
     def close(self) -> None:
         """Stop the pool's worker threads (they start again when needed); the streams stay open."""
         with self._lock:
-            self._hold(self._collect())  # an overlapped push's frames come with the next push
+            self._hold(self._collect(all_=True))  # overlapped pushes' frames come with the next push
             for name in ("_background", "_executor"):
                 executor = getattr(self, name)
                 if executor is not None:
@@ -216,8 +231,8 @@ class StreamPool:
     def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
         """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
 
-        With ``overlap=True`` the frames returned are those of the previous push's windows (and
-        any a :meth:`flush` collected for other keys): every key of this push and of the previous
+        With ``overlap=N`` the frames returned are those of the windows of the push N before
+        (and any a :meth:`flush` collected for other keys): every key of this push and of that
         one is in the result, possibly with no frames.
 
         Raises
@@ -227,14 +242,14 @@ class StreamPool:
             ``.frames`` holds the frames of the keys that succeeded (their state advanced).
         Exception
             The encoder failed (e.g. ShapeError on NaN rows): no stream of the failing push
-            advanced (with ``overlap``, the previous push's streams are rolled back to before it
-            and nothing of this call was consumed).
+            advanced (with ``overlap=N``, the streams of the pushes in flight — the last N — go
+            back to before the oldest of them, and nothing of this call was consumed).
         """
         if not isinstance(chunks, Mapping):
             raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
         with self._lock:
-            # 1. the previous push's rows (overlap): its encoding had the cores to itself since that
-            #    push returned (a mel step running beside it measured a worse p99 tick)
+            # 1. the rows of the push `overlap` pushes ago (overlap=1: its encoding had the cores to
+            #    itself since that push returned; a mel step running beside it measured a worse p99 tick)
             out = self._collect()
             if self._held:
                 out = _merged(self._held, out)
@@ -270,17 +285,23 @@ class StreamPool:
             else:
                 for key, state, r in zip(keys, states, self._encode(windows)):
                     out[key] = self._geo.frames(state, r, final=False)
-                    self._states[key] = state
+                    self._commit(key, state)
         if errors:
             raise PoolError(errors, out)
         return out
+
+    def _commit(self, key: Hashable, state: Any) -> None:
+        """Make ``state`` ``key``'s stream state (a new key opens a stream with a new identity)."""
+        if key not in self._states:
+            self._ids[key] = object()
+        self._states[key] = state
 
     def _submit(self, keys: list, states: list, windows: list[np.ndarray]) -> None:
         """overlap: commit the streams' mel step now and start encoding their windows in the background."""
         sizes = tuple(w.shape[0] for w in windows)
         before = tuple(self._states.get(k) for k in keys)
         for key, state in zip(keys, states):
-            self._states[key] = state
+            self._commit(key, state)
         rows = None
         if sum(sizes):
             batch = np.concatenate([w for w in windows if w.shape[0]]) if len(sizes) - sizes.count(0) > 1 \
@@ -288,35 +309,54 @@ class StreamPool:
             if self._background is None:
                 self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synctalk-pool-encode")
             rows = self._background.submit(self._run, batch)
-        self._pending = _Pending(keys=tuple(keys), states=tuple(states), before=before, sizes=sizes, rows=rows)
+        self._pending.append(_Pending(keys=tuple(keys), ids=tuple(self._ids[k] for k in keys), before=before,
+                                      sizes=sizes, rows=rows))
 
-    def _collect(self) -> dict[Hashable, np.ndarray]:
-        """overlap: wait for the previous push's encoding and apply its rows: ``{key: frames}``
-        ({} without a pending push). If the encoder failed, that push's streams are rolled back
-        and its exception raised."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return {}
-        try:
-            rows = pending.rows.result() if pending.rows is not None else None
-        except BaseException:
-            for key, state, before in zip(pending.keys, pending.states, pending.before):
-                if self._states.get(key) is state:
-                    if before is None:
-                        del self._states[key]
-                    else:
-                        self._states[key] = before
-            raise
-        out, lo = {}, 0
-        for key, state, n in zip(pending.keys, pending.states, pending.sizes):
-            part = rows[lo:lo + n] if n else None
-            lo += n
-            if self._states.get(key) is not state:  # reset (and maybe reopened) since: its rows are dropped
-                continue
-            state = state.copy()
-            out[key] = self._geo.frames(state, part, final=False)
-            self._states[key] = state
+    def _collect(self, all_: bool = False) -> dict[Hashable, np.ndarray]:
+        """overlap: wait for the oldest pushes' encodings until fewer than ``overlap`` are in flight
+        (``all_``: until none is) and apply their rows in order: ``{key: frames}``. If the encoder
+        failed, the streams of every push in flight are rolled back and its exception raised."""
+        out: dict[Hashable, np.ndarray] = {}
+        while self._pending and (all_ or len(self._pending) >= self._depth):
+            pending = self._pending.popleft()
+            try:
+                rows = pending.rows.result() if pending.rows is not None else None
+            except BaseException:
+                self._rewind(pending)
+                raise
+            got, lo = {}, 0
+            for key, sid, n in zip(pending.keys, pending.ids, pending.sizes):
+                part = rows[lo:lo + n] if n else None
+                lo += n
+                if self._ids.get(key) is not sid:  # reset (and maybe reopened) since: its rows are dropped
+                    continue
+                state = self._states[key].copy()  # later pushes may have cut more windows: rows go in order
+                got[key] = self._geo.frames(state, part, final=False)
+                self._states[key] = state
+            out = _merged(out, got) if out else got
         return out
+
+    def _rewind(self, failed: _Pending) -> None:
+        """The encoder failed on ``failed``, the oldest push in flight: drop the pushes after it
+        (waiting for their runs) and put each of their streams' input side back to before the
+        oldest of these pushes that advanced it (a stream opened by them is closed). Rows and
+        frames already applied stay: they belong to pushes before ``failed``."""
+        later = list(self._pending)
+        self._pending.clear()
+        wait([p.rows for p in later if p.rows is not None])
+        done: set = set()
+        for push in [failed, *later]:
+            for key, sid, before in zip(push.keys, push.ids, push.before):
+                if (key, sid) in done or self._ids.get(key) is not sid:  # done, or reset since
+                    continue
+                done.add((key, sid))
+                if before is None:
+                    del self._states[key], self._ids[key]
+                    continue
+                state = self._states[key].copy()
+                for name in type(state).FRONT:
+                    setattr(state, name, getattr(before, name))
+                self._states[key] = state
 
     def _hold(self, frames: Mapping[Hashable, np.ndarray]) -> None:
         """Keep frames collected outside a push for the next push's result."""
@@ -336,13 +376,13 @@ class StreamPool:
         with self._lock:
             if key not in self._states:
                 raise StreamError(f"no open stream {key!r}")
-            self._hold(self._collect())
+            self._hold(self._collect(all_=True))
             state = self._states[key]
             self._geo.check_length(state)  # too short: AudioError
             state = state.copy()
             windows = self._geo.windows(state, np.empty(0, np.float32), final=True)
             frames = self._geo.frames(state, self._encode([windows])[0], final=True)
-            del self._states[key]
+            del self._states[key], self._ids[key]
             own = self._held.pop(key, None)
         return frames if own is None or not own.shape[0] else np.concatenate([own, frames])
 

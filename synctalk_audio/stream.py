@@ -183,15 +183,18 @@ class _State:
     committed state intact.
     """
 
-    __slots__ = ("carry", "mel", "mel_lo", "mel_hi", "mel_at", "n_win", "ctx", "ctx_lo", "ctx_hi", "ctx_at", "n_out",
-                 "finished")
+    __slots__ = ("carry", "mel", "mel_lo", "mel_hi", "mel_at", "n_cut", "n_win", "ctx", "ctx_lo", "ctx_hi", "ctx_at",
+                 "n_out", "finished")
+    #: The input side (mel step, windows cut); the rest is the output side (rows applied, frames out).
+    FRONT = ("carry", "mel", "mel_lo", "mel_hi", "mel_at", "n_cut")
 
     def __init__(self, config: MelConfig, radius: int) -> None:
         self.carry: MelCarry = mel_init(config)
         # float32 mel columns [mel_at, carry.n_cols) as the rows mel[mel_lo:mel_hi] (one row per column)
         self.mel = np.empty((_MIN_ROWS, config.n_mels), np.float32)
         self.mel_lo = self.mel_hi = self.mel_at = 0
-        self.n_win = 0                      # windows encoded (features known) so far
+        self.n_cut = 0                      # windows cut (handed to the encoder) so far
+        self.n_win = 0                      # windows encoded (features known) so far: <= n_cut
         # padded rows [ctx_at, …) incl. the margin rows before row 0, as ctx[ctx_lo:ctx_hi]
         self.ctx: np.ndarray | None = None
         self.ctx_lo = self.ctx_hi = 0
@@ -206,7 +209,8 @@ class _State:
 
     def copy(self) -> "_State":
         new = object.__new__(_State)
-        new.carry, new.n_win, new.n_out, new.finished = self.carry, self.n_win, self.n_out, self.finished
+        new.carry, new.n_cut, new.n_win, new.n_out, new.finished = \
+            self.carry, self.n_cut, self.n_win, self.n_out, self.finished
         new.mel, new.mel_lo, new.mel_hi, new.mel_at = self.mel, self.mel_lo, self.mel_hi, self.mel_at
         new.ctx, new.ctx_lo, new.ctx_hi, new.ctx_at = self.ctx, self.ctx_lo, self.ctx_hi, self.ctx_at
         return new
@@ -270,8 +274,8 @@ class _Geometry:
 
         Returns
         -------
-        float32 (k, n_mels, 16): windows ``n_win … n_win + k − 1`` (a new array); their rows go
-        to :meth:`frames`.
+        float32 (k, n_mels, 16): windows ``n_cut … n_cut + k − 1`` (a new array); their rows go
+        to :meth:`frames`, in order (a pool may cut later windows before it applies them).
         """
         carry, cols = mel_step(state.carry, chunk, self.config, final=final)
         return self.ready(state, carry, cols, final=final)
@@ -281,7 +285,7 @@ class _Geometry:
         state.carry = carry
         if cols.shape[1]:  # float32 cast on the copy, as offline's gather_windows does
             state.mel, state.mel_lo, state.mel_hi = _append(state.mel, state.mel_lo, state.mel_hi, cols.T)
-        T, fps, j = carry.n_cols, self.fps, state.n_win
+        T, fps, j = carry.n_cols, self.fps, state.n_cut
         if final:  # the remaining windows, clamped to the last 16 columns like offline
             starts = [min(window_start(i, fps), T - MEL_STEP) for i in range(j, frame_count(T, fps))]
         else:
@@ -298,6 +302,7 @@ class _Geometry:
                     s = window_start(j, fps)
         if not starts:
             return self.no_windows()
+        state.n_cut += len(starts)
         shift = state.mel_lo - state.mel_at  # buffer row of mel column c: c + shift
         return _mel_windows(state.mel, [s + shift for s in starts])
 

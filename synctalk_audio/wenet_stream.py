@@ -53,11 +53,14 @@ class _WenetState:
 
     pcm[pcm_lo:pcm_hi, 0] : padded PCM samples from padded index pcm_at
     fb[fb_lo:fb_hi] : fbank rows from row fb_at; n_fb rows computed so far
+    n_cut : windows cut so far (handed to the encoder)
     ctx… / n_win / n_out / finished : as the ave state (see stream.context_frames)
     """
 
-    __slots__ = ("n_in", "pcm", "pcm_lo", "pcm_hi", "pcm_at", "fb", "fb_lo", "fb_hi", "fb_at", "n_fb", "n_win",
+    __slots__ = ("n_in", "pcm", "pcm_lo", "pcm_hi", "pcm_at", "fb", "fb_lo", "fb_hi", "fb_at", "n_fb", "n_cut", "n_win",
                  "ctx", "ctx_lo", "ctx_hi", "ctx_at", "n_out", "finished")
+    #: The input side (PCM, fbank rows, windows cut); the rest is the output side (as the ave state's).
+    FRONT = ("n_in", "pcm", "pcm_lo", "pcm_hi", "pcm_at", "fb", "fb_lo", "fb_hi", "fb_at", "n_fb", "n_cut")
 
     def __init__(self, radius: int) -> None:
         from .stream import _append
@@ -68,6 +71,7 @@ class _WenetState:
         self.pcm_at = 0
         self.fb = np.empty((128, _N_MELS), np.float32)
         self.fb_lo = self.fb_hi = self.fb_at = self.n_fb = 0
+        self.n_cut = 0
         self.n_win = 0
         self.ctx: "np.ndarray | None" = None
         self.ctx_lo = self.ctx_hi = 0
@@ -107,7 +111,7 @@ class WenetGeometry:
 
         Returns
         -------
-        float32 (k, 67, 80): windows ``n_win … n_win + k − 1`` (a new array)
+        float32 (k, 67, 80): windows ``n_cut … n_cut + k − 1`` (a new array)
         """
         from .stream import _append
 
@@ -128,13 +132,14 @@ class WenetGeometry:
             drop = _SHIFT * n_fb - state.pcm_at  # the next frame starts at padded sample 160·n_fb
             state.pcm_lo += drop
             state.pcm_at += drop
-        j = state.n_win
+        j = state.n_cut
         if final:  # the remaining windows; the last ones zero-padded to 67 rows, as upstream
             stop = wenet_window_count(state.n_fb)
         else:  # windows whose 67 rows are all known: they exist and are final whatever comes next
             stop = max(j, (state.n_fb - WINDOW_FRAMES) // WINDOW_STEP + 1) if state.n_fb >= WINDOW_FRAMES else j
         if stop <= j:
             return self.no_windows()
+        state.n_cut = stop
         out = np.zeros((stop - j, WINDOW_FRAMES, _N_MELS), np.float32)
         for i, k in enumerate(range(j, stop)):
             lo = state.fb_lo + WINDOW_STEP * k - state.fb_at

@@ -61,7 +61,8 @@ def _simulate(pool: StreamPool, plan: dict, rng: np.random.Generator) -> dict:
 
 
 @pytest.mark.parametrize("radius,context,seed,overlap", [(8, "zeros", 0, False), (4, "edge", 1, False),
-                                                         (8, "zeros", 2, True), (4, "edge", 3, True)])
+                                                         (8, "zeros", 2, True), (4, "edge", 3, True),
+                                                         (8, "edge", 4, 2), (4, "zeros", 5, 3)])
 def test_streams_equal_offline_bit_for_bit(seeded_encoder, speech, radius, context, seed, overlap):
     rng = np.random.default_rng(seed)
     pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=radius, context=context, overlap=overlap,
@@ -76,7 +77,7 @@ def test_streams_equal_offline_bit_for_bit(seeded_encoder, speech, radius, conte
         assert np.array_equal(got[f"user{i}"], ref), f"user{i}"
 
 
-@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("overlap", [False, True, 2])
 def test_keys_reused_after_flush_and_reset(seeded_encoder, speech, overlap):
     pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=4, context="edge", overlap=overlap)
     a, b = speech[1], speech[3]
@@ -105,7 +106,7 @@ def test_keys_reused_after_flush_and_reset(seeded_encoder, speech, overlap):
 BAD = {0: ("nan", "non-finite"), 25: ("int16", "floating point"), 26: ("2d", "1-D mono")}
 
 
-@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("overlap", [False, True, 2])
 def test_one_failing_stream_leaves_the_others_and_itself_intact(seeded_encoder, speech, overlap):
     pool = StreamPool(checkpoint=seeded_encoder, device="cpu", radius=4, context="edge", overlap=overlap)
     wavs = {"a": speech[0], "b": speech[1], "c": speech[2]}
@@ -197,30 +198,32 @@ def test_pool_api(seeded_encoder, speech):
     assert "StreamPool(" in repr(pool) and "streams=1" in repr(pool)
 
 
-def test_overlap_delivers_a_push_later_and_flush_returns_the_rest(seeded_encoder, speech):
-    """overlap=True: a push returns the previous push's frames; the frames and their order are
-    those of the synchronous pool; flush returns the key's pending frames with its tail, and the
-    other keys' pending frames come with the next push."""
+@pytest.mark.parametrize("overlap", [True, 2, 3])
+def test_overlap_delivers_n_pushes_later_and_flush_returns_the_rest(seeded_encoder, speech, overlap):
+    """overlap=N: a push returns the frames the synchronous pool gave N pushes earlier, in the
+    same order; flush returns the key's pending frames with its tail, and the other keys'
+    pending frames come with the next push."""
     wavs = {"a": speech[1], "b": speech[2]}
     sync = StreamPool(checkpoint=seeded_encoder, device="cpu")
-    over = StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=True, threads=2)
-    assert over.overlap and "overlap=True" in repr(over)
-    previous: dict = {}
+    over = StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=overlap, threads=2)
+    assert over.overlap == overlap and f"overlap={overlap}" in repr(over)
+    earlier: list[dict] = []               # the synchronous pool's results, newest last
     got = {"a": [], "b": []}
     for lo in range(0, 24000, TICK):
         chunks = {k: w[lo:lo + TICK] for k, w in wavs.items()}
         now, late = sync.push(chunks), over.push(chunks)
-        assert set(late) == set(chunks) | set(previous)
-        for k in previous:                 # exactly what the synchronous pool gave one push earlier
-            assert np.array_equal(late[k], previous[k]), (lo, k)
+        due = earlier[-int(overlap)] if len(earlier) >= overlap else {}
+        assert set(late) == set(chunks) | set(due)
+        for k in due:                      # exactly what the synchronous pool gave N pushes earlier
+            assert np.array_equal(late[k], due[k]), (lo, k)
         for k, v in late.items():
             got[k].append(v)
-        previous = now
+        earlier.append(now)
+    pending = {k: np.concatenate([e[k] for e in earlier[-int(overlap):]]) for k in wavs}
     tail_a = over.flush("a")               # a's pending frames, then its tail
-    assert np.array_equal(tail_a, np.concatenate([previous["a"], sync.flush("a")]))
+    assert np.array_equal(tail_a, np.concatenate([pending["a"], sync.flush("a")]))
     nxt = over.push({"b": wavs["b"][24000:24320]})  # b's pending frames arrive with the next push
-    assert np.array_equal(nxt["b"], np.concatenate([previous["b"], sync.push({"b": wavs["b"][24000:24320]})["b"]])[
-        :nxt["b"].shape[0]])
+    assert np.array_equal(nxt["b"], pending["b"])
     over.reset("b")
     assert over.keys() == [] and over.push({}) == {}
     over.close()
@@ -228,27 +231,29 @@ def test_overlap_delivers_a_push_later_and_flush_returns_the_rest(seeded_encoder
 
 
 class _Flaky:
-    """An engine whose ``fail_call``-th call raises (everything else from the real one)."""
+    """An engine whose ``fail_call``-th call raises (or each call in a set of them, while
+    ``armed``); everything else from the real one."""
 
     def __init__(self, engine, fail_call):
-        self._engine, self.fail_call, self.calls, self.raised = engine, fail_call, 0, 0
+        self._engine, self.calls, self.raised, self.armed = engine, 0, 0, True
+        self.fail_calls = {fail_call} if isinstance(fail_call, int) else set(fail_call)
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
     def __call__(self, windows):
         self.calls += 1
-        if self.calls == self.fail_call:
+        if self.armed and self.calls in self.fail_calls:
             self.raised += 1
             raise RuntimeError("encoder unavailable")
         return self._engine(windows)
 
 
-@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("overlap", [False, True, 2, 3])
 def test_encoder_failure_leaves_every_stream_as_before_the_failing_push(seeded_encoder, speech, overlap):
-    """The encoder fails once: the failing push's streams are rolled back (with overlap the error
-    surfaces at the next call, which consumes nothing); pushing the same chunks again continues
-    every stream exactly."""
+    """The encoder fails once: the failing push's streams are rolled back (with overlap=N the
+    error surfaces N calls later, which consume nothing); pushing the same chunks again
+    continues every stream exactly."""
     from synctalk_audio.engines import resolve_encoder
 
     flaky = _Flaky(resolve_encoder(seeded_encoder, device="cpu"), fail_call=20)
@@ -264,7 +269,7 @@ def test_encoder_failure_leaves_every_stream_as_before_the_failing_push(seeded_e
         except RuntimeError as exc:
             assert "encoder unavailable" in str(exc)
             failures += 1
-            t -= 1 if overlap else 0   # the failed push is the previous one (overlap) or this one
+            t -= int(overlap)          # the failed push is this one, or the one N pushes before
             continue
         for k, v in out.items():
             got[k].append(v)
@@ -275,8 +280,119 @@ def test_encoder_failure_leaves_every_stream_as_before_the_failing_push(seeded_e
         assert np.array_equal(np.concatenate(got[k]), _offline(w[:n * TICK], seeded_encoder)), k
 
 
+def test_random_resets_flushes_and_encoder_failures_keep_every_stream_exact(seeded_encoder, speech):
+    """Random traffic with pushes in flight: keys opening, resetting (and reopening) and
+    flushing at random, and the encoder failing at random calls. After a failure every stream
+    of the pushes in flight is back to before the oldest of them; re-pushing their chunks,
+    every stream's frames equal the offline frames of the audio it consumed, bit for bit."""
+    from synctalk_audio.engines import resolve_encoder
+
+    engine = resolve_encoder(seeded_encoder, device="cpu")
+    for depth, seed in [(2, 10), (3, 11), (1, 12)]:
+        rng = np.random.default_rng(seed)
+        flaky = _Flaky(engine, fail_call=set(int(c) for c in rng.integers(3, 120, 6)))
+        pool = StreamPool(checkpoint=flaky, device="cpu", radius=4, context="edge", overlap=depth)
+
+        class Stream:  # the test's model of one stream: its audio, samples pushed, frames received
+            def __init__(self, wav, opened):
+                self.wav, self.pos, self.frames, self.opened = wav, 0, [], opened
+
+        live: dict = {}
+        inflight: list = []  # the last `depth` successful pushes: (push id, {key: (Stream, n)})
+        checked, failures = 0, 0
+
+        def rollback(now):
+            """The pool failed: the pushes in flight are undone (streams they opened are closed)."""
+            for pid, pushed in inflight:
+                for key, (s, n) in pushed.items():
+                    s.pos -= n
+                    if s.opened == pid and live.get(key) is s:
+                        del live[key]
+            inflight.clear()
+            for key in [k for k, s in live.items() if s.opened == now]:
+                del live[key]  # opened by the failing call: not opened
+            assert sorted(pool.keys()) == sorted(live)
+
+        def finish(key, now):
+            s = live[key]
+            flaky.armed = False  # the tail's own encoding does not fail (the in-flight runs may have)
+            try:
+                tail = pool.flush(key)
+            except RuntimeError:
+                rollback(now)
+                return 0
+            finally:
+                flaky.armed = True
+            del live[key]
+            inflight.clear()     # flush collects everything in flight
+            s.frames.append(tail)
+            assert np.array_equal(np.concatenate(s.frames), _offline(s.wav[:s.pos], seeded_encoder, radius=4,
+                                                                     context="edge")), (depth, key)
+            return 1
+
+        for push_id in range(160):
+            for key in (f"u{i}" for i in range(4)):
+                if key not in live and rng.random() < 0.3:
+                    live[key] = Stream(speech[int(rng.integers(0, len(speech)))], push_id)
+            if live and rng.random() < 0.04:
+                key = list(live)[int(rng.integers(0, len(live)))]
+                if live[key].opened < push_id:
+                    pool.reset(key)
+                    del live[key]
+            for key in [k for k, s in live.items() if s.pos >= s.wav.shape[0]]:
+                if key in live:
+                    checked += finish(key, push_id)
+            chunks = {k: s.wav[s.pos:s.pos + int(rng.choice([160, 320, 320, 700]))] for k, s in live.items()}
+            try:
+                out = pool.push(chunks)
+            except RuntimeError:
+                failures += 1
+                rollback(push_id)
+                continue
+            for key, frames in out.items():
+                if key in live:
+                    live[key].frames.append(frames)
+            inflight.append((push_id, {k: (live[k], chunk.shape[0]) for k, chunk in chunks.items()}))
+            for k, chunk in chunks.items():
+                live[k].pos += chunk.shape[0]
+            del inflight[:-depth]
+        for key in [k for k, s in live.items() if s.pos >= 3000]:
+            if key in live:
+                checked += finish(key, -1)
+        assert failures >= 3 and checked >= 5, (failures, checked)
+
+
+def test_failure_after_a_reset_and_reopen_in_flight(seeded_encoder, speech):
+    """overlap=2: key k is reset and reopened while the push that advanced its old stream is
+    still encoding, and that encoding fails: the new k (opened in flight) is closed, the old k
+    stays forgotten, a goes back to before the failed push and continues exactly."""
+    from synctalk_audio.engines import resolve_encoder
+
+    flaky = _Flaky(resolve_encoder(seeded_encoder, device="cpu"), fail_call=set())
+    pool = StreamPool(checkpoint=flaky, device="cpu", overlap=2)
+    a, k = speech[1], speech[2]
+    got = []
+    for t in range(10):
+        got.append(pool.push({"a": a[t * TICK:(t + 1) * TICK], "k": k[t * TICK:(t + 1) * TICK]}).get("a"))
+    flaky.fail_calls = {flaky.calls + 1}                   # the next push's run fails
+    pool.push({"a": a[10 * TICK:11 * TICK], "k": k[10 * TICK:11 * TICK]})
+    pool.reset("k")
+    pool.push({"a": a[11 * TICK:12 * TICK], "k": k[:TICK]})  # a new stream k, in flight
+    with pytest.raises(RuntimeError, match="unavailable"):
+        pool.push({"a": a[12 * TICK:13 * TICK]})
+    assert pool.keys() == ["a"]
+    for t in range(10, a.shape[0] // TICK):
+        got.append(pool.push({"a": a[t * TICK:(t + 1) * TICK]})["a"])
+    got.append(pool.flush("a"))
+    n = (a.shape[0] // TICK) * TICK
+    assert np.array_equal(np.concatenate([g for g in got if g is not None]), _offline(a[:n], seeded_encoder))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"overlap": "yes"}, "overlap"),
+    ({"overlap": 5}, "overlap"),
+    ({"overlap": -1}, "overlap"),
+    ({"overlap": 1.5}, "overlap"),
     ({"mode": "hubert"}, "normalis"),
     ({"mode": "wenet"}, "wenet"),
     ({"radius": 3}, "radius"),

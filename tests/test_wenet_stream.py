@@ -116,7 +116,7 @@ def test_wenet_stream_errors_and_reset(wenet_onnx, clips):
             sa.pipeline(clips[0], mode="wenet", checkpoint=wrong)
 
 
-@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("overlap", [False, True, 2])
 def test_wenet_pool_streams_equal_offline(wenet_onnx, clips, overlap):
     pool = StreamPool(checkpoint=wenet_onnx, mode="wenet", radius=4, context="edge", overlap=overlap)
     assert pool.frame_shape == (128, 16, 32)
