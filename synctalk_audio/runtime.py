@@ -94,6 +94,8 @@ class OnnxEncoder:
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """float32 (B, 1, 80, 16) or (B, 80, 16) → float32 (B, 512)."""
         x = np.ascontiguousarray(windows, dtype=np.float32).reshape(-1, *WINDOW_SHAPE)
+        if x.shape[0] == 0:  # no windows: no rows (not every exported graph takes an empty batch)
+            return np.empty((0, FEATURE_DIM), np.float32)
         y = np.asarray(self._session.run([self._output], {self._input: x})[0])
         if y.shape != (x.shape[0], FEATURE_DIM):
             raise CheckpointError(f"ONNX encoder {self.path} returned shape {y.shape} for {x.shape[0]} windows; an "

@@ -120,8 +120,12 @@ class PreparedEncoder:
 
     def __call__(self, x: "np.ndarray | torch.Tensor") -> "np.ndarray | torch.Tensor":
         if isinstance(x, torch.Tensor):
+            if x.shape[0] == 0:  # no windows: no rows (the convolutions reject an empty batch)
+                return x.new_empty((0, *self.row_shape), dtype=torch.float32)
             return self.forward(x)
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(-1, *WINDOW_SHAPE)
+        if t.shape[0] == 0:
+            return np.empty((0, *self.row_shape), np.float32)
         with torch.inference_mode():
             return self.forward(t.to(self.device, non_blocking=True)).cpu().numpy()
 

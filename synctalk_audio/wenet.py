@@ -243,6 +243,8 @@ class WenetEngine:
         if x.ndim != 3 or x.shape[1:] != (WINDOW_FRAMES, 80):
             raise ShapeError(f"wenet windows must have shape (B, 67, 80), got {np.shape(batch)}")
         out = np.empty((x.shape[0], *ROW_SHAPE), dtype=np.float32)
+        if x.shape[0] == 0:
+            return out
         parts = min(self.threads, x.shape[0]) if self._pool is not None else 1
         bounds = [x.shape[0] * i // parts for i in range(parts + 1)]
         futures = [self._pool.submit(self._run, x, out, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]

@@ -263,6 +263,27 @@ def test_onnx_model_returning_twice_the_rows(tmp_path, tiny_wav):
     assert not (tmp_path / "out").exists()
 
 
+def test_engines_given_no_windows_return_no_rows(tmp_path, seeded_encoder):
+    """Every engine of the seam: zero windows in, zero rows out (torch's convolutions and
+    onnxruntime graphs reject an empty batch; a caller batching by counts may send one)."""
+    import torch
+
+    from synctalk_audio.engines import resolve_encoder
+    from synctalk_audio.wenet import write_standin_wenet_onnx
+
+    wenet = resolve_encoder(str(write_standin_wenet_onnx(tmp_path / "encoder.onnx", seed=0)), mode="wenet",
+                            device="cpu", threads=2)
+    assert wenet(np.zeros((0, 67, 80), np.float32)).shape == (0, 16, 512)
+    onnx_ave = resolve_encoder(str(_double_rows_onnx(tmp_path / "ave.onnx")), device="cpu")
+    assert onnx_ave(np.zeros((0, 1, 80, 16), np.float32)).shape == (0, 512)
+    for precision in ("exact", "fast"):
+        engine = resolve_encoder(seeded_encoder, precision=precision, device="cpu")
+        out = engine(np.zeros((0, 80, 16), np.float32))
+        assert isinstance(out, np.ndarray) and out.shape == (0, 512) and out.dtype == np.float32
+        t = engine(torch.zeros((0, 1, 80, 16)))
+        assert isinstance(t, torch.Tensor) and tuple(t.shape) == (0, 512)
+
+
 @pytest.mark.parametrize("rows", [lambda b: np.zeros((2 * b, 512), np.float32),
                                   lambda b: np.zeros((b, 256), np.float32),
                                   lambda b: np.zeros((b,), np.float32),
