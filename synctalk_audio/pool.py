@@ -284,7 +284,8 @@ class StreamPool:
                     out.setdefault(key, self._geo.empty())
             else:
                 for key, state, r in zip(keys, states, self._encode(windows)):
-                    out[key] = self._geo.frames(state, r, final=False)
+                    # no rows, no frames: a frame needs a new row (every second 20 ms push)
+                    out[key] = self._geo.frames(state, r, final=False) if r is not None else self._geo.empty()
                     self._commit(key, state)
         if errors:
             raise PoolError(errors, out)
@@ -326,13 +327,16 @@ class StreamPool:
                 raise
             got, lo = {}, 0
             for key, sid, n in zip(pending.keys, pending.ids, pending.sizes):
-                part = rows[lo:lo + n] if n else None
-                lo += n
                 if self._ids.get(key) is not sid:  # reset (and maybe reopened) since: its rows are dropped
+                    lo += n
+                    continue
+                if not n:  # no rows, no frames
+                    got[key] = self._geo.empty()
                     continue
                 state = self._states[key].copy()  # later pushes may have cut more windows: rows go in order
-                got[key] = self._geo.frames(state, part, final=False)
+                got[key] = self._geo.frames(state, rows[lo:lo + n], final=False)
                 self._states[key] = state
+                lo += n
             out = _merged(out, got) if out else got
         return out
 
