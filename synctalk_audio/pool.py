@@ -203,7 +203,8 @@ class StreamPool:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (k, 80, 16) → (k, 512): one engine call, or ``threads`` concurrent ones (one
-        torch thread each, on this pool's worker threads) of at least 4 windows each."""
+        torch thread each: the calling thread and ``threads − 1`` worker threads of the pool) of at
+        least 4 windows each."""
         k = batch.shape[0]
         parts = min(self._workers, k // _MIN_SPLIT)
         bs = self.batch_size or self._encoder.batch_size
@@ -211,11 +212,15 @@ class StreamPool:
             threads = 1 if self._workers > 1 and k <= bs else self._engine_threads  # never intra-op on a tiny batch
             return _encode(self._encoder, batch, batch_size=self.batch_size, threads=threads)
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="synctalk-pool")
+            self._executor = ThreadPoolExecutor(max_workers=self._workers - 1, thread_name_prefix="synctalk-pool")
         bounds = [k * i // parts for i in range(parts + 1)]
         with self._encoder.running(k, -(-k // parts), 1):  # torch: one thread per worker (process-wide, restored)
-            futures = [self._executor.submit(self._encoder, batch[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
-            rows = [f.result() for f in futures]
+            futures = [self._executor.submit(self._encoder, batch[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+            try:
+                first = self._encoder(batch[:bounds[1]])  # the first part on this thread: one hand-off fewer
+            finally:
+                wait(futures)  # (never leave a run behind: torch's threads are restored on exit)
+            rows = [first] + [f.result() for f in futures]
         return _checked(np.concatenate(rows))
 
     def close(self) -> None:
