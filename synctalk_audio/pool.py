@@ -224,7 +224,10 @@ class StreamPool:
         return _checked(np.concatenate(rows))
 
     def close(self) -> None:
-        """Stop the pool's worker threads (they start again when needed); the streams stay open."""
+        """Stop the pool's worker threads (they start again when needed); the streams stay open.
+
+        With ``overlap``, the frames still in flight are collected first and come with the next
+        push (an encoding that failed raises here, as it would from :meth:`push`)."""
         with self._lock:
             self._hold(self._collect(all_=True))  # overlapped pushes' frames come with the next push
             for name in ("_background", "_executor"):
@@ -320,28 +323,34 @@ class StreamPool:
 
     def _collect(self, all_: bool = False) -> dict[Hashable, np.ndarray]:
         """overlap: wait for the oldest pushes' encodings until fewer than ``overlap`` are in flight
-        (``all_``: until none is) and apply their rows in order: ``{key: frames}``. If the encoder
-        failed, the streams of every push in flight are rolled back and its exception raised."""
+        (``all_``: until none is) and apply their rows in order: ``{key: frames}``. If an encoding
+        failed, nothing is applied: the streams of every push in flight are rolled back and its
+        exception raised."""
         out: dict[Hashable, np.ndarray] = {}
-        while self._pending and (all_ or len(self._pending) >= self._depth):
+        n = len(self._pending) if all_ else len(self._pending) - self._depth + 1
+        if not self._pending or n <= 0:
+            return out
+        runs = [p.rows for p in list(self._pending)[:n] if p.rows is not None]
+        wait(runs)
+        error = next((f.exception() for f in runs if f.exception() is not None), None)
+        if error is not None:
+            self._rewind(self._pending.popleft())
+            raise error
+        for _ in range(n):
             pending = self._pending.popleft()
-            try:
-                rows = pending.rows.result() if pending.rows is not None else None
-            except BaseException:
-                self._rewind(pending)
-                raise
+            rows = pending.rows.result() if pending.rows is not None else None
             got, lo = {}, 0
-            for key, sid, n in zip(pending.keys, pending.ids, pending.sizes):
+            for key, sid, n_rows in zip(pending.keys, pending.ids, pending.sizes):
                 if self._ids.get(key) is not sid:  # reset (and maybe reopened) since: its rows are dropped
-                    lo += n
+                    lo += n_rows
                     continue
-                if not n:  # no rows, no frames
+                if not n_rows:  # no rows, no frames
                     got[key] = self._geo.empty()
                     continue
                 state = self._states[key].copy()  # later pushes may have cut more windows: rows go in order
-                got[key] = self._geo.frames(state, rows[lo:lo + n], final=False)
+                got[key] = self._geo.frames(state, rows[lo:lo + n_rows], final=False)
                 self._states[key] = state
-                lo += n
+                lo += n_rows
             out = _merged(out, got) if out else got
         return out
 
@@ -381,6 +390,9 @@ class StreamPool:
         ------
         StreamError : unknown key
         AudioError : fewer than 3000 samples in all (the stream stays open)
+        Exception : an encoding still in flight failed (``overlap``): as for :meth:`push`, the
+            streams of the pushes in flight went back to before the oldest of them; the stream
+            stays open
         """
         with self._lock:
             if key not in self._states:

@@ -284,7 +284,8 @@ def test_random_resets_flushes_and_encoder_failures_keep_every_stream_exact(seed
     """Random traffic with pushes in flight: keys opening, resetting (and reopening) and
     flushing at random, and the encoder failing at random calls. After a failure every stream
     of the pushes in flight is back to before the oldest of them; re-pushing their chunks,
-    every stream's frames equal the offline frames of the audio it consumed, bit for bit."""
+    every stream's frames equal the offline frames of the audio it consumed, bit for bit.
+    close() at random times too: frames collected by it come with the next push."""
     from synctalk_audio.engines import resolve_encoder
 
     engine = resolve_encoder(seeded_encoder, device="cpu")
@@ -299,10 +300,11 @@ def test_random_resets_flushes_and_encoder_failures_keep_every_stream_exact(seed
 
         live: dict = {}
         inflight: list = []  # the last `depth` successful pushes: (push id, {key: (Stream, n)})
-        checked, failures = 0, 0
+        checked, counts = 0, {"failures": 0}
 
         def rollback(now):
             """The pool failed: the pushes in flight are undone (streams they opened are closed)."""
+            counts["failures"] += 1
             for pid, pushed in inflight:
                 for key, (s, n) in pushed.items():
                     s.pos -= n
@@ -342,11 +344,16 @@ def test_random_resets_flushes_and_encoder_failures_keep_every_stream_exact(seed
             for key in [k for k, s in live.items() if s.pos >= s.wav.shape[0]]:
                 if key in live:
                     checked += finish(key, push_id)
+            if rng.random() < 0.03:  # stop the threads: the frames in flight come with the next push
+                try:
+                    pool.close()
+                    inflight.clear()
+                except RuntimeError:
+                    rollback(-1)
             chunks = {k: s.wav[s.pos:s.pos + int(rng.choice([160, 320, 320, 700]))] for k, s in live.items()}
             try:
                 out = pool.push(chunks)
             except RuntimeError:
-                failures += 1
                 rollback(push_id)
                 continue
             for key, frames in out.items():
@@ -359,7 +366,7 @@ def test_random_resets_flushes_and_encoder_failures_keep_every_stream_exact(seed
         for key in [k for k, s in live.items() if s.pos >= 3000]:
             if key in live:
                 checked += finish(key, -1)
-        assert failures >= 3 and checked >= 5, (failures, checked)
+        assert counts["failures"] >= 3 and checked >= 5, (counts, checked)
 
 
 def test_failure_after_a_reset_and_reopen_in_flight(seeded_encoder, speech):
