@@ -152,13 +152,20 @@ def passes(run: dict, cores: int) -> bool:
     return run["p99_ms"] < 1000 * TICK_S and run["cpu_cores"] < cores
 
 
-def search(pool, wav: np.ndarray, seconds: float, cores: int, rng: np.random.Generator, *, start: int = 8,
+def users_rng(seed: int, n_users: int) -> np.random.Generator:
+    """The draw of N users' offsets and start phases: the same for every pool mode and encoder
+    at the same N, so that modes are compared on the same users (how the phases split the users
+    between even and odd ticks moves a result more than most code changes)."""
+    return np.random.default_rng([seed, n_users])
+
+
+def search(pool, wav: np.ndarray, seconds: float, cores: int, seed: int, *, start: int = 8,
            limit: int = 1024, log=print) -> tuple["dict | None", list[dict]]:
     """Largest passing N: doubling from ``start``, then bisection to within ~6 %."""
     runs: list[dict] = []
 
     def trial(n: int) -> bool:
-        run = simulate(pool, wav, n, seconds, rng)
+        run = simulate(pool, wav, n, seconds, users_rng(seed, n))
         run["pass"] = passes(run, cores)
         run["load"] = os.getloadavg()[0]
         runs.append(run)
@@ -211,7 +218,6 @@ def main(argv: "list[str] | None" = None) -> int:
     cores = cpus_available()
     threads = args.threads or cores
     wav = sa.load_audio(args.audio)
-    rng = np.random.default_rng(args.seed)
     say = (lambda *a, **k: None) if args.json else print
     say(f"machine: {cpu_model()}, {cores} CPUs available, load average {os.getloadavg()[0]:.2f}; "
         f"pool threads {threads}; ticks of 20 ms paced in real time, {args.seconds:g} s measured per trial")
@@ -238,9 +244,9 @@ def main(argv: "list[str] | None" = None) -> int:
                                  overlap=overlap)
             # CPU cost at a load near the target, ticks back to back: what the pool costs per frame
             n_probe = 2 * (TARGETS[name] or 32)
-            probe = simulate(pool, wav, n_probe, min(args.seconds, 1.0), rng, pace=False)
+            probe = simulate(pool, wav, n_probe, min(args.seconds, 1.0), users_rng(args.seed, n_probe), pace=False)
             say(f"    N={n_probe:4d}, ticks back to back: {probe['cpu_ms_per_frame']:.3f} CPU-ms per frame")
-            best, runs = search(pool, wav, args.seconds, cores, rng, log=say)
+            best, runs = search(pool, wav, args.seconds, cores, args.seed, log=say)
             pool.close()
             floor = min(floor, floor_ms(floor_engines[name], wav))
             per_frame = probe["cpu_ms_per_frame"]

@@ -422,3 +422,28 @@ def test_serving_doc_example_runs(capsys):
         warnings.simplefilter("ignore", UserWarning)  # the seeded weights' warning
         exec(compile(code, "docs/serving.md", "exec"), {"__name__": "docs_example"})
     assert capsys.readouterr().out.strip() == str({k: 36 for k in range(6)})
+
+
+def test_serving_benchmark_runs_and_draws_the_same_users_for_every_mode(capsys):
+    """benchmarks/bench_serving.py end to end on short trials (its figures are not checked: they
+    are the machine's), and its user draw depends on (seed, N) only, so modes see the same users."""
+    import json
+    import sys as _sys
+
+    from .conftest import ROOT
+
+    _sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_serving
+    finally:
+        _sys.path.remove(str(ROOT / "benchmarks"))
+    a, b = bench_serving.users_rng(3, 24), bench_serving.users_rng(3, 24)
+    assert np.array_equal(a.integers(0, 1000, 24), b.integers(0, 1000, 24))
+    assert not np.array_equal(bench_serving.users_rng(3, 24).integers(0, 1000, 24),
+                              bench_serving.users_rng(3, 26).integers(0, 1000, 24))
+    assert bench_serving.main(["--precision", "fast", "--overlap", "2", "--seconds", "0.1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    result = report["results"]["fast overlap=2"]
+    assert report["cpus"] >= 1 and report["cpu_model"]
+    assert result["overlap"] == 2 and result["floor_ms_per_window"] > 0 and result["runs"]
+    assert all(r["frames"] > 0 for r in result["runs"])
