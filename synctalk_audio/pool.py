@@ -106,6 +106,7 @@ class StreamPool:
     >>> out["alice"].shape                                                    # doctest: +SKIP
     (1, 32, 16, 16)
     >>> tail = pool.flush("alice")                                            # doctest: +SKIP
+    >>> with StreamPool(checkpoint="seeded", overlap=True) as pool: ...       # doctest: +SKIP
     """
 
     def __init__(
@@ -222,6 +223,13 @@ class StreamPool:
                 wait(futures)  # (never leave a run behind: torch's threads are restored on exit)
             rows = [first] + [f.result() for f in futures]
         return _checked(np.concatenate(rows))
+
+    def __enter__(self) -> "StreamPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """``with StreamPool(...) as pool:`` stops the pool's threads at the end (:meth:`close`)."""
+        self.close()
 
     def close(self) -> None:
         """Stop the pool's worker threads (they start again when needed); the streams stay open.

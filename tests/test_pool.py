@@ -230,6 +230,21 @@ def test_overlap_delivers_n_pushes_later_and_flush_returns_the_rest(seeded_encod
     assert np.array_equal(np.concatenate(got["a"] + [tail_a]), _offline(wavs["a"][:24000], seeded_encoder))
 
 
+def test_pool_as_a_context_manager_stops_its_threads(seeded_encoder, speech):
+    """``with StreamPool(...)``: the threads stop at the end; frames still in flight were
+    collected by close() and come with the next push, the streams stay open and exact."""
+    wav = speech[1]
+    with StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=2, threads=2) as pool:
+        got = [pool.push({"a": wav[lo:lo + TICK]}).get("a") for lo in range(0, 16000, TICK)]
+        assert pool._background is not None
+    assert pool._background is None and pool._executor is None and not pool._pending
+    got += [pool.push({"a": wav[16000:16000 + TICK]})["a"]]
+    got += [pool.push({"a": wav[lo:lo + TICK]}).get("a") for lo in range(16000 + TICK, wav.shape[0], TICK)]
+    got.append(pool.flush("a"))
+    pool.close()
+    assert np.array_equal(np.concatenate([g for g in got if g is not None]), _offline(wav, seeded_encoder))
+
+
 class _Flaky:
     """An engine whose ``fail_call``-th call raises (or each call in a set of them, while
     ``armed``); everything else from the real one."""
