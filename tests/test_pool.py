@@ -245,6 +245,35 @@ def test_pool_as_a_context_manager_stops_its_threads(seeded_encoder, speech):
     assert np.array_equal(np.concatenate([g for g in got if g is not None]), _offline(wav, seeded_encoder))
 
 
+def test_concurrent_callers_each_get_their_exact_stream(seeded_encoder, speech):
+    """Four threads push (and flush) their own key at the same time: the lock serialises the
+    calls, every stream equals its offline frames."""
+    import threading
+
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", threads=2)
+    got: dict = {}
+    errors: list = []
+
+    def user(i: int) -> None:
+        try:
+            wav, key, parts = speech[i], f"t{i}", []
+            for lo in range(0, wav.shape[0], TICK):
+                parts.append(pool.push({key: wav[lo:lo + TICK]})[key])
+            parts.append(pool.flush(key))
+            got[key] = np.concatenate(parts)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and pool.keys() == []
+    for i in range(4):
+        assert np.array_equal(got[f"t{i}"], _offline(speech[i], seeded_encoder)), i
+
+
 class _Flaky:
     """An engine whose ``fail_call``-th call raises (or each call in a set of them, while
     ``armed``); everything else from the real one."""
