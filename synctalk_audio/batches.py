@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable
 
 import numpy as np
@@ -72,6 +72,23 @@ def _output(n: int, out: "np.ndarray | None", rows: "np.ndarray | None",
     if out.shape != (m, *row_shape) or out.dtype != np.float32:
         raise ShapeError(f"out must be float32 {(m, *row_shape)}, got {out.dtype} {out.shape}")
     return out, rows
+
+
+def run_beside(executor: "ThreadPoolExecutor | None", work: Callable[[int, int], Any], n: int,
+               parts: int) -> list:
+    """``work(lo, hi)`` over ``parts`` even spans of ``range(n)``, side by side: the first on the
+    calling thread, the others on ``executor`` (``parts − 1`` workers; None when ``parts`` is 1).
+
+    Returns the results in span order. Every span has finished before this returns or raises,
+    so nothing is left running behind the caller (e.g. after it restores a thread setting).
+    """
+    bounds = [n * i // parts for i in range(parts + 1)]
+    futures = [executor.submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])] if parts > 1 else []
+    try:
+        first = work(bounds[0], bounds[1])
+    finally:
+        wait(futures)
+    return [first] + [f.result() for f in futures]
 
 
 def _run_batches(n_batches: int, work: Callable[[int], int], workers: int,

@@ -15,7 +15,8 @@ import numpy as np
 from .config import SYNCTALK_2D, MelConfig
 from .dsp import mel_columns, mel_frames, mel_init
 from .errors import AudioError, ConfigError, StreamError
-from .stream import _PIECE, RADIUS, _check_chunk, _checked, _configure, _encode, _State
+from .batches import run_beside
+from .stream import _PIECE, RADIUS, _check_chunk, _checked, _configure, _encode
 
 __all__ = ["StreamPool", "PoolError"]
 
@@ -40,7 +41,8 @@ class _Pending:
     before : their states before the push (None: opened by it); their input side is put back
         if the encoder fails
     sizes : windows per key
-    rows : the background run, float32 (sum(sizes), *row_shape)
+    rows : the background run's future (its result float32 (sum(sizes), *row_shape)); None
+        when the push cut no windows
     """
 
     keys: tuple
@@ -122,7 +124,7 @@ class StreamPool:
         config: MelConfig = SYNCTALK_2D,
         batch_size: int | None = None,
         threads: int | None = 1,
-        overlap: bool = False,
+        overlap: "bool | int" = False,
     ) -> None:
         if not (isinstance(overlap, bool) or (isinstance(overlap, (int, np.integer))
                                                 and 0 <= overlap <= MAX_OVERLAP)):
@@ -142,7 +144,7 @@ class StreamPool:
         self._held: dict[Hashable, np.ndarray] = {}  # overlap: frames collected by flush() for other keys
         self._no_cols = np.empty((config.n_mels, 0), np.float64)
         self.latency = self._latency
-        self._states: dict[Hashable, _State] = {}
+        self._states: dict[Hashable, Any] = {}  # ave or wenet stream states
         # the one-off costs (kernel set-up, the exact engine's weight packing) now, not in a tick
         self._encode([np.zeros((1, *self._geo.warm_up()[1]), np.float32)])
 
@@ -190,17 +192,8 @@ class StreamPool:
 
     def _encode(self, windows: list[np.ndarray]) -> "list[np.ndarray | None]":
         """One engine run for the windows of all streams; the rows split back per stream (None: no windows)."""
-        sizes = [w.shape[0] for w in windows]
-        total = sum(sizes)
-        if total == 0:
-            return [None] * len(windows)
-        batch = windows[sizes.index(total)] if total in sizes else np.concatenate([w for w in windows if w.shape[0]])
-        rows = self._run(batch)
-        out, lo = [], 0
-        for n in sizes:
-            out.append(rows[lo:lo + n] if n else None)
-            lo += n
-        return out
+        batch = _stacked(windows)
+        return _split(self._run(batch), [w.shape[0] for w in windows]) if batch is not None else [None] * len(windows)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (k, 80, 16) → (k, 512): one engine call, or ``threads`` concurrent ones (one
@@ -214,14 +207,8 @@ class StreamPool:
             return _encode(self._encoder, batch, batch_size=self.batch_size, threads=threads)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=self._workers - 1, thread_name_prefix="synctalk-pool")
-        bounds = [k * i // parts for i in range(parts + 1)]
         with self._encoder.running(k, -(-k // parts), 1):  # torch: one thread per worker (process-wide, restored)
-            futures = [self._executor.submit(self._encoder, batch[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-            try:
-                first = self._encoder(batch[:bounds[1]])  # the first part on this thread: one hand-off fewer
-            finally:
-                wait(futures)  # (never leave a run behind: torch's threads are restored on exit)
-            rows = [first] + [f.result() for f in futures]
+            rows = run_beside(self._executor, lambda lo, hi: self._encoder(batch[lo:hi]), k, parts)
         return _checked(np.concatenate(rows))
 
     def __enter__(self) -> "StreamPool":
@@ -319,10 +306,8 @@ class StreamPool:
         before = tuple(self._states.get(k) for k in keys)
         for key, state in zip(keys, states):
             self._commit(key, state)
-        rows = None
-        if sum(sizes):
-            batch = np.concatenate([w for w in windows if w.shape[0]]) if len(sizes) - sizes.count(0) > 1 \
-                else next(w for w in windows if w.shape[0])
+        rows, batch = None, _stacked(windows)
+        if batch is not None:
             if self._background is None:
                 self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synctalk-pool-encode")
             rows = self._background.submit(self._run, batch)
@@ -346,19 +331,18 @@ class StreamPool:
             raise error
         for _ in range(n):
             pending = self._pending.popleft()
-            rows = pending.rows.result() if pending.rows is not None else None
-            got, lo = {}, 0
-            for key, sid, n_rows in zip(pending.keys, pending.ids, pending.sizes):
+            parts = _split(pending.rows.result(), pending.sizes) if pending.rows is not None else \
+                [None] * len(pending.keys)
+            got = {}
+            for key, sid, part in zip(pending.keys, pending.ids, parts):
                 if self._ids.get(key) is not sid:  # reset (and maybe reopened) since: its rows are dropped
-                    lo += n_rows
                     continue
-                if not n_rows:  # no rows, no frames
+                if part is None:  # no rows, no frames
                     got[key] = self._geo.empty()
                     continue
                 state = self._states[key].copy()  # later pushes may have cut more windows: rows go in order
-                got[key] = self._geo.frames(state, rows[lo:lo + n_rows], final=False)
+                got[key] = self._geo.frames(state, part, final=False)
                 self._states[key] = state
-                lo += n_rows
             out = _merged(out, got) if out else got
         return out
 
@@ -414,6 +398,22 @@ class StreamPool:
             del self._states[key], self._ids[key]
             own = self._held.pop(key, None)
         return frames if own is None or not own.shape[0] else np.concatenate([own, frames])
+
+
+def _stacked(windows: list[np.ndarray]) -> "np.ndarray | None":
+    """The windows of all streams as one batch (the one array itself when a single stream has
+    any); None when there are none."""
+    full = [w for w in windows if w.shape[0]]
+    return None if not full else full[0] if len(full) == 1 else np.concatenate(full)
+
+
+def _split(rows: np.ndarray, sizes: "list[int] | tuple[int, ...]") -> "list[np.ndarray | None]":
+    """A batch's rows back per stream, ``sizes[i]`` each (None for a stream without windows)."""
+    out, lo = [], 0
+    for n in sizes:
+        out.append(rows[lo:lo + n] if n else None)
+        lo += n
+    return out
 
 
 def _merged(first: Mapping[Hashable, np.ndarray], then: Mapping[Hashable, np.ndarray]) -> dict[Hashable, np.ndarray]:

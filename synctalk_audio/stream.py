@@ -137,8 +137,7 @@ def latency_for(fps: float = 25, config: MelConfig = SYNCTALK_2D, *, radius: int
     if check_mode(mode) == "wenet":
         from .wenet_stream import wenet_latency
 
-        if check_fps(fps) != MODE_FPS["wenet"]:
-            raise ConfigError(f"wenet runs at {MODE_FPS['wenet']} fps (one feature row per 50 ms), got fps={fps!r}")
+        _check_wenet_fps(fps)
         return wenet_latency(check_radius(radius))
     if mode != "ave":
         raise ConfigError(f"mode {mode!r} does not stream: {_NOT_STREAMED[mode]}")
@@ -411,6 +410,12 @@ def _concat(parts: list[np.ndarray], geometry: _Geometry) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def _check_wenet_fps(fps: Any) -> None:
+    """ConfigError unless ``fps`` is wenet's fixed 20 (one feature row per 50 ms)."""
+    if check_fps(fps) != MODE_FPS["wenet"]:
+        raise ConfigError(f"wenet runs at {MODE_FPS['wenet']} fps (one feature row per 50 ms), got fps={fps!r}")
+
+
 def _geometry(mode: str, fps: "float | None", radius: int, context: str, config: Any) -> Any:
     """The state machine of a stream of ``mode``: :class:`_Geometry` (ave) or ``WenetGeometry``."""
     check_mode(mode)
@@ -420,8 +425,8 @@ def _geometry(mode: str, fps: "float | None", radius: int, context: str, config:
     if mode == "wenet":
         from .wenet_stream import WenetGeometry
 
-        if fps is not None and check_fps(fps) != MODE_FPS["wenet"]:
-            raise ConfigError(f"wenet runs at {MODE_FPS['wenet']} fps (one feature row per 50 ms), got fps={fps!r}")
+        if fps is not None:
+            _check_wenet_fps(fps)
         if config is not SYNCTALK_2D:
             raise ConfigError("config (the mel preset) applies to mode 'ave'; wenet's Kaldi fbank is fixed")
         radius = check_radius(radius)

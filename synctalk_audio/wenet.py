@@ -35,7 +35,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from .audio import check_waveform, load_channel
-from .batches import check_positive_int
+from .batches import check_positive_int, run_beside
 from .errors import AudioError, CheckpointError, ConfigError, ShapeError, install_hint
 from .fbank import fbank
 from .runtime import _CUDA, _import_onnxruntime, _usable_cores, open_session
@@ -246,13 +246,7 @@ class WenetEngine:
         if x.shape[0] == 0:
             return out
         parts = min(self.threads, x.shape[0]) if self._pool is not None else 1
-        bounds = [x.shape[0] * i // parts for i in range(parts + 1)]
-        futures = [self._pool.submit(self._run, x, out, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        try:
-            self._run(x, out, bounds[0], bounds[1])  # the first part on the calling thread
-        finally:
-            for f in futures:
-                f.result()
+        run_beside(self._pool, lambda lo, hi: self._run(x, out, lo, hi), x.shape[0], parts)
         return out
 
     def _run(self, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:

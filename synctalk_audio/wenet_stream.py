@@ -26,7 +26,7 @@ import numpy as np
 from .errors import AudioError
 from .fbank import fbank, fbank_frame_count
 from .wenet import PAD_AFTER, PAD_BEFORE, WENET_MIN_SAMPLES, WENET_SAMPLE_RATE, WINDOW_FRAMES, WINDOW_STEP, \
-    wenet_pcm, wenet_window_count
+    wenet_pcm, wenet_window_count, wenet_windows
 
 __all__ = ["WenetGeometry", "wenet_latency"]
 
@@ -140,11 +140,8 @@ class WenetGeometry:
         if stop <= j:
             return self.no_windows()
         state.n_cut = stop
-        out = np.zeros((stop - j, WINDOW_FRAMES, _N_MELS), np.float32)
-        for i, k in enumerate(range(j, stop)):
-            lo = state.fb_lo + WINDOW_STEP * k - state.fb_at
-            rows = state.fb[lo:min(lo + WINDOW_FRAMES, state.fb_hi)]
-            out[i, :rows.shape[0]] = rows
+        # offline's windowing on the rows from window j's start (the last ones zero-padded when final)
+        out = np.array(wenet_windows(state.fb[state.fb_lo + WINDOW_STEP * j - state.fb_at:state.fb_hi])[:stop - j])
         keep = min(WINDOW_STEP * stop, state.n_fb)  # rows before the next window's start are done with
         state.fb_lo += keep - state.fb_at
         state.fb_at = keep
