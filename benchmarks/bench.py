@@ -544,47 +544,16 @@ def long_audio(minutes: float, ckpt: Path, env: dict[str, str], work: Path, with
     return res
 
 
-def gpu(clip: Path, repeats: int, state_dict: dict, up) -> dict | None:
-    """Encoder throughput on CUDA: upstream DataLoader recipe vs ours (None without a GPU)."""
+def gpu(repeats: int, state_dict: dict, up) -> dict | None:
+    """Encoder throughput on CUDA: upstream DataLoader recipe vs ours (None without a GPU).
+    The same measurement as ``bench_gpu.py``'s first section, which has the other CUDA paths."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    import synctalk_audio as sa
-    from synctalk_audio.encoder import load_encoder
-    from synctalk_audio.engines import run_engine
-    from synctalk_audio.torch_engines import prepare_encoder
+    from bench_gpu import encoder_section
 
-    windows = np.asarray(sa.window(sa.melspectrogram(sa.load_audio(clip)), 25))
-    windows = np.concatenate([windows] * 16)  # 12 minutes of windows: enough work for a GPU
-    n = windows.shape[0]
-    dev = torch.device("cuda")
-    model = up.load_model(state_dict, dev)
-    enc = load_encoder(state_dict, device="cpu")
-    prepared = {p: prepare_encoder(enc, precision=p, device="cuda") for p in ("exact", "fast")}
-    x = torch.from_numpy(windows).unsqueeze(1)
-
-    def run_upstream():
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=64, shuffle=False)
-        outs = []
-        with torch.no_grad():
-            for (batch,) in loader:
-                outs.append(model(batch.to(dev)))
-        return torch.cat(outs).cpu()
-
-    variants = {"upstream": run_upstream}
-    for p in ("exact", "fast"):
-        variants[p] = (lambda q: lambda: run_engine(prepared[q], n, lambda lo, hi: windows[lo:hi]))(p)
-    for fn in variants.values():
-        fn()
-        torch.cuda.synchronize()
-    times = time_alternately(variants, repeats, sync=torch.cuda.synchronize)
-    res = {"device": torch.cuda.get_device_name(0), "n_windows": n}
-    for name, t in times.items():
-        res[name] = {**stats(t), "windows_per_s": n / min(t)}
-        if name != "upstream":
-            res[name]["ratio_best"] = min(times["upstream"]) / min(t)
-    return res
+    return encoder_section(state_dict, up, repeats)
 
 
 def write_large_hubert(path: Path, num_layers: int, seed: int = 0) -> Path:
@@ -1005,18 +974,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    max|fast - exact| / max|exact| = {h['fast']['max_rel_vs_exact']:.3g}")
             print(f"    exact {verdict(h['exact']['ratio_best'], TARGETS['hubert_exact'])}; fast "
                   f"{verdict(h['fast']['ratio_best'], TARGETS['hubert_fast'])} (best-run ratios)\n")
-        g = gpu(CLIP, args.repeats, state_dict, up) if "gpu" not in skip else None
+        g = gpu(args.repeats, state_dict, up) if "gpu" not in skip else None
         results["gpu"] = g
         if "gpu" in skip:
             pass
         elif g is None:
             print("[5] GPU: no CUDA device here; the CUDA paths (exact fp32 without TF32, fast fp16) are not measured")
         else:
-            print(f"[5] GPU {g['device']}: encoder, {g['n_windows']} windows")
+            print(f"[5] GPU {g['device']}: encoder, {g['n_windows']} windows (more in benchmarks/bench_gpu.py)")
             for name in ("upstream", "exact", "fast"):
                 r = g[name]
                 ratio = f"{r['ratio_best']:.1f}x" if "ratio_best" in r else ""
-                print(f"    {name:10s} {fmt_s(r['best'])} {r['windows_per_s']:10.0f} windows/s {ratio}")
+                print(f"    {name:10s} {fmt_s(r['best_s'])} {r['windows_per_s']:10.0f} windows/s {ratio:>6s}  rows "
+                      f"{r['max_rel_vs_cpu_exact']:.2g} of max off the CPU's exact")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_avg_end"] = load_avg()

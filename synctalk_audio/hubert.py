@@ -12,7 +12,8 @@ lazily: importing this module imports neither.
 Precision (measured on the golden speech clips, see ``golden/README.md``):
 
 - ``"exact"``: the float32 eval forward of upstream (``last_hidden_state``); bit-identical to the
-  independent oracle (transformers 4.57, torch 2.13 CPU) on every golden clip.
+  independent oracle (transformers 4.57, torch 2.13 CPU) on every golden clip. On CUDA it runs
+  with TF32 off (cuDNN's default lets convolutions round inputs to TF32's 10-bit mantissa).
 - ``"fast"``: the model in bfloat16 on CPU (float16 on CUDA); ``max|fast − exact| / max|exact|``
   stays below :data:`FAST_REL_ERROR_BOUND`.
 """
@@ -397,8 +398,10 @@ class HubertEngine:
         if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < HUBERT_KERNEL or arr.dtype.kind != "f":
             raise ShapeError(f"hubert engine input must be a float (B, L) batch with B >= 1 and "
                              f"L >= {HUBERT_KERNEL}, got {arr.dtype} {arr.shape}")
+        from .torch_engines import ieee_float32
+
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self.device)
-        with _torch_threads(self.threads), torch.no_grad():
+        with _torch_threads(self.threads), torch.no_grad(), ieee_float32(self.device):
             out = self.model(x.to(next(self.model.parameters()).dtype)).last_hidden_state
             return out.float().cpu().numpy()
 
@@ -506,7 +509,8 @@ def load_hubert_engine(
         network), a hub id such as ``"facebook/hubert-large-ls960-ft"`` (downloads where the
         network allows), or a model in memory (put in eval mode and moved to ``device``).
     precision : "exact" (default) or "fast"
-        "exact": float32 forward as upstream. "fast": the model in bfloat16 on CPU, float16 on CUDA
+        "exact": float32 forward as upstream (on CUDA with TF32 off: float32 arithmetic, where
+        upstream's script would let cuDNN convolve in TF32). "fast": the model in bfloat16 on CPU, float16 on CUDA
         (error within :data:`FAST_REL_ERROR_BOUND`).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -547,7 +551,8 @@ def load_hubert_engine(
     attn = getattr(config, "_attn_implementation", None) or "eager"
     weights_sha256 = hubert_state_sha256(model)  # of the float32 weights, whatever runs
     if precision == "exact":
-        compute = f"HubertModel float32 eval forward ({attn} attention) on {dev}"
+        compute = (f"HubertModel float32 eval forward ({attn} attention) on {dev}"
+                   + (", TF32 off" if dev.type == "cuda" else ""))
     else:
         # The whole model in half precision (a copy: the caller's model stays float32). Measured
         # on a hubert-large-shaped model on an AMD EPYC (Zen 4): 1.90x float32 and 2.3 % of

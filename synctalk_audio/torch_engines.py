@@ -249,16 +249,21 @@ class _ExactOneDNN(PreparedEncoder):
 _PACKED_MAX_BATCH = 8
 
 
-class _IEEEFloat32:
-    """Context: no TF32 in cuDNN convolutions / CUDA matmuls (restored on exit)."""
-
-    def __enter__(self) -> None:
-        self._saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved
+@contextmanager
+def ieee_float32(device: "torch.device | str") -> Iterator[None]:
+    """Context: on CUDA, no TF32 in cuDNN convolutions / CUDA matmuls (flags restored on exit);
+    elsewhere nothing. What ``exact`` means on a GPU: float32 arithmetic, not TF32's 10-bit
+    mantissa (cuDNN's default for convolutions)."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class _ModuleExact(PreparedEncoder):
@@ -276,10 +281,7 @@ class _ModuleExact(PreparedEncoder):
                         else "float32 PyTorch module (its own kernel choice), BatchNorm unfolded")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            with _IEEEFloat32():
-                out = self.module(x)
-        else:
+        with ieee_float32(self.device):
             out = self.module(x)
         return out.reshape(out.shape[0], -1).float()
 

@@ -350,3 +350,30 @@ def test_failed_hub_download_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(CheckpointError) as exc:
         H.load_hubert_engine("synctalk-audio-test/no-such-model", device="cpu")
     assert "no-such-model" in one_line(exc)
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_cuda_exact_matches_the_oracle_and_fast_within_bound(standin_dir):
+    import torch
+
+    exact = H.load_hubert_engine(standin_dir, device="cuda")
+    fast = H.load_hubert_engine(standin_dir, precision="fast", device="cuda")
+    assert exact.device.startswith("cuda") and "TF32 off" in exact.compute and "float16" in fast.compute
+    torch.backends.cudnn.allow_tf32 = True  # cuDNN's default: exact must not use it
+    for clip in ("speech_16k_mono", "speech_44k_stereo_24bit", "speech_mp3"):
+        wav = H.load_hubert_audio(GOLDEN / MANIFEST["clips"][clip]["file"])
+        ref = np.load(HU / clip / "aud_hu.npy")
+        got = H.hubert_features(wav, exact)
+        assert _rel_err(got, ref) <= REL, clip  # cuDNN/cuBLAS sum in their own order, float32
+        assert _rel_err(H.hubert_features(wav, fast), ref) <= H.FAST_REL_ERROR_BOUND, clip
+    assert torch.backends.cudnn.allow_tf32  # restored

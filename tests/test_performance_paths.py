@@ -216,9 +216,18 @@ def test_thread_setting_restored_after_error(seeded_encoder, restore_threads):
 
 def test_ieee_float32_context_restores_flags():
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    with enc_mod._IEEEFloat32():
+    with enc_mod.ieee_float32("cuda"):
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved
+    torch.backends.cudnn.allow_tf32 = True  # the CPU leaves them alone
+    try:
+        with enc_mod.ieee_float32("cpu"):
+            assert torch.backends.cudnn.allow_tf32
+        with pytest.raises(ValueError), enc_mod.ieee_float32("cuda"):  # restored on error too
+            raise ValueError
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, saved[1])
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved[0]
 
 
 def test_flop_count():

@@ -491,3 +491,21 @@ def test_serving_benchmark_runs_and_draws_the_same_users_for_every_mode(capsys):
     assert report["cpus"] >= 1 and report["cpu_model"]
     assert result["overlap"] == 2 and result["floor_ms_per_window"] > 0 and result["runs"]
     assert all(r["frames"] > 0 for r in result["runs"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("overlap", [0, 1])
+def test_cuda_pool_close_to_offline(seeded_encoder, speech, overlap):
+    """On CUDA (cuDNN, not batch-invariant) each stream stays within float32 round-off of its CPU
+    offline frames whatever the other streams do."""
+    rng = np.random.default_rng(7)
+    plan = {f"s{i}": (int(rng.integers(0, 30)), _chunks(wav, rng), int(rng.integers(0, 3)))
+            for i, wav in enumerate(speech)}
+    with StreamPool(checkpoint=seeded_encoder, device="cuda", overlap=overlap) as pool:
+        assert pool.device.startswith("cuda")
+        got = _simulate(pool, plan, rng)
+    for i, wav in enumerate(speech):
+        ref = _offline(wav, seeded_encoder)
+        assert got[f"s{i}"].shape == ref.shape
+        assert np.abs(got[f"s{i}"] - ref).max() <= 1e-5 * float(np.abs(ref).max())

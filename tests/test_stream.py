@@ -350,3 +350,22 @@ def test_cli_stream_text_and_errors(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("synctalk-audio: error: ") and "Traceback" not in "\n".join(err)
     assert not missing.parent.exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["exact", "fast"])
+def test_cuda_stream_close_to_offline(seeded_encoder, demo_wav, precision):
+    """On CUDA the encoder is cuDNN (not batch-invariant): streamed rows may differ from offline
+    by float32 round-off (exact) and stay within the precision's bound of the CPU's exact rows."""
+    from synctalk_audio.pipeline import PRECISIONS
+
+    wav = demo_wav[:40000]
+    cpu = sa.pipeline(wav, checkpoint=seeded_encoder, device="cpu").frames
+    scale = float(np.abs(cpu).max())
+    sp = StreamingPipeline(checkpoint=seeded_encoder, device="cuda", precision=precision)
+    streamed = _stream(sp, wav, [CHUNK_20MS, 1000, 7])
+    offline = sa.pipeline(wav, checkpoint=seeded_encoder, device="cuda", precision=precision).frames
+    assert streamed.shape == offline.shape == cpu.shape
+    bound = 1e-5 * scale if precision == "exact" else PRECISIONS["fast"].max_rel * scale
+    assert _maxdiff(streamed, cpu) <= bound and _maxdiff(offline, cpu) <= bound
