@@ -670,6 +670,15 @@ def _stream_engine(checkpoint: Any, mode: str, precision: "str | None", device: 
                            threads=None if onnx_loaded else threads)
 
 
-# Re-exported: the pool and the measuring helpers live in their own modules.
-from .pool import PoolError, StreamPool  # noqa: E402
+def __getattr__(name: str) -> Any:
+    """``StreamPool`` / ``PoolError``, re-exported from :mod:`synctalk_audio.pool` on first use (pool
+    imports this module, so importing it here eagerly breaks ``import synctalk_audio.pool`` first)."""
+    if name in ("StreamPool", "PoolError"):
+        from . import pool
+
+        return getattr(pool, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Re-exported: the measuring helpers live in their own module.
 from .stream_report import StreamReport, check_frames_path, run_stream, save_frames  # noqa: E402

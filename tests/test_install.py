@@ -263,3 +263,19 @@ def test_console_script_and_package_data():
     assert project["project"]["scripts"]["synctalk-audio"] == "synctalk_audio.cli:entry"
     assert "data/*.wav" in project["tool"]["setuptools"]["package-data"]["synctalk_audio"]
     assert list((ROOT / "synctalk_audio" / "data").glob("*.wav"))
+
+
+def test_every_module_imports_first_in_a_fresh_process():
+    """``import synctalk_audio.pool`` (or any module) as a process's first import: no circular
+    import between the modules (pool ↔ stream broke this once)."""
+    names = sorted(p.stem for p in (ROOT / "synctalk_audio").glob("*.py") if p.stem != "__main__")
+    code = ("import importlib, sys\nbad = []\nfor name in sys.argv[1:]:\n"
+            "    for m in [k for k in sys.modules if k.startswith('synctalk_audio')]:\n        del sys.modules[m]\n"
+            "    try:\n        importlib.import_module('synctalk_audio.' + name)\n"
+            "    except Exception as exc:\n        bad.append(f'{name}: {exc!r}')\nprint('\\n'.join(bad))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "", proc.stdout
+    from synctalk_audio.stream import PoolError, StreamPool  # the re-export still works
+
+    assert StreamPool.__module__ == "synctalk_audio.pool" and issubclass(PoolError, Exception)
