@@ -15,6 +15,9 @@ FLOPs as the real checkpoints):
 4. One stream on the GPU (20 ms chunks): ms per frame, and its rows against offline.
 5. ``StreamPool`` on the GPU: the largest number of real-time users (20 ms ticks paced in real
    time, p99 tick < 20 ms), bench_serving's search.
+6. Several pools on one GPU, one process each (a pool's tick runs on one CPU thread, which is
+   what limits one pool): P processes of N users each started together, each paced in real
+   time; P × N users are served when every process passes.
 
     python benchmarks/bench_gpu.py                     # all sections, ~4 min on an H200
     python benchmarks/bench_gpu.py --only pool --json gpu.json
@@ -40,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-SECTIONS = ("encoder", "e2e", "hubert", "stream", "pool")
+SECTIONS = ("encoder", "e2e", "hubert", "stream", "pool", "processes")
 
 
 def rel(a: np.ndarray, ref: np.ndarray) -> float:
@@ -210,6 +213,54 @@ def pool_section(state_dict, seconds: float, device: str = "cuda", start: int = 
     return res
 
 
+def processes_section(device: str, users: int, counts: "list[int]", seconds: float,
+                      precision: str = "exact", overlap: int = 1) -> dict:
+    """P pool processes of ``users`` users each on one GPU, started together (a barrier on their
+    stdin once all are set up), each its own users (seed = its index)."""
+    import subprocess
+
+    res = {"users_per_process": users, "precision": precision, "overlap": overlap}
+    for count in counts:
+        cmd = [sys.executable, __file__, "--child", json.dumps({"device": device, "users": users, "seconds": seconds,
+                                                                "precision": precision, "overlap": overlap})]
+        kids = [subprocess.Popen(cmd + [str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                for i in range(count)]
+        for kid in kids:
+            assert kid.stdout.readline().strip() == "ready"
+        for kid in kids:
+            kid.stdin.write("go\n")
+            kid.stdin.flush()
+        runs = [json.loads(kid.communicate(timeout=300)[0]) for kid in kids]
+        import bench_serving as bs
+
+        ok = all(bs.passes(r, bs.cpus_available()) for r in runs)
+        res[str(count)] = {"all_pass": ok, "users_total": count * users if ok else 0,
+                           "p99_ms": [round(r["p99_ms"], 2) for r in runs],
+                           "cpu_ms_per_frame": [round(r["cpu_ms_per_frame"], 3) for r in runs]}
+        print(f"  {count} processes x {users} users ({precision}, overlap={overlap}): p99 ticks "
+              f"{res[str(count)]['p99_ms']} ms -> {'all pass' if ok else 'FAIL'}", flush=True)
+    return res
+
+
+def _child(spec: dict, index: int) -> None:
+    """One pool process of :func:`processes_section`: set up, wait for "go", simulate, print JSON."""
+    import bench_serving as bs
+
+    import synctalk_audio as sa
+    from synctalk_audio.encoder import seeded_state_dict
+    from synctalk_audio.torch_engines import prepare_encoder
+
+    wav = sa.load_audio(bs.DEFAULT_AUDIO)
+    engine = prepare_encoder(sa.load_encoder(seeded_state_dict(0), device="cpu"), precision=spec["precision"],
+                             device=spec["device"])
+    with sa.StreamPool(checkpoint=engine, device=spec["device"], overlap=spec["overlap"]) as pool:
+        bs.simulate(pool, wav, 8, 0.2, bs.users_rng(index, 8), warmup=0.2)  # kernels loaded before the barrier
+        print("ready", flush=True)
+        sys.stdin.readline()
+        run = bs.simulate(pool, wav, spec["users"], spec["seconds"], bs.users_rng(index, spec["users"]))
+    print(json.dumps(run), flush=True)
+
+
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma list of sections: " + ",".join(SECTIONS))
@@ -217,9 +268,15 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--hubert-layers", type=int, default=24)
     parser.add_argument("--pool-seconds", type=float, default=2.0, help="measured seconds per pool trial")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
+    parser.add_argument("--process-users", type=int, default=160, help="users per pool process (section 6)")
+    parser.add_argument("--processes", default="2,4,8", help="pool process counts (section 6)")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--smoke-cpu", action="store_true",
                         help="run every section on the CPU at toy sizes (checks the script, measures nothing)")
     args = parser.parse_args(argv)
+    if args.child:
+        _child(json.loads(args.child[0]), int(args.child[1]))
+        return 0
     only = [s for s in args.only.split(",") if s] or list(SECTIONS)
     if set(only) - set(SECTIONS):
         parser.error(f"unknown section(s) {sorted(set(only) - set(SECTIONS))}; expected {', '.join(SECTIONS)}")
@@ -258,7 +315,9 @@ def main(argv: "list[str] | None" = None) -> int:
             "e2e": lambda: e2e_section(state_dict, up, args.repeats, work, device, 0.5 if smoke else 10.0),
             "hubert": lambda: hubert_section(max(2, args.repeats // 2), args.hubert_layers, work, device),
             "stream": lambda: stream_section(state_dict, device, 3.0 if smoke else 45.0),
-            "pool": lambda: pool_section(state_dict, args.pool_seconds, device, 2 if smoke else 64)}
+            "pool": lambda: pool_section(state_dict, args.pool_seconds, device, 2 if smoke else 64),
+            "processes": lambda: processes_section(device, args.process_users,
+                                                   [int(c) for c in args.processes.split(",") if c], 3.0)}
     for name in only:
         print(f"[{name}]", flush=True)
         t = time.perf_counter()
@@ -301,6 +360,12 @@ def print_table(r: dict) -> None:
             parts.append(f"{p} {v['wall_ms_per_frame']:.2f} ms/frame wall, {v['cpu_ms_per_frame']:.2f} CPU, "
                          f"{same} offline")
         print("  one stream, 20 ms chunks: " + "; ".join(parts))
+    p = r.get("processes", {})
+    for count in [k for k in p if k.isdigit()]:
+        v = p[count]
+        print(f"  {count} pool processes x {p['users_per_process']} users ({p['precision']}, overlap={p['overlap']}): "
+              f"{'all pass: ' + str(v['users_total']) + ' real-time users' if v['all_pass'] else 'not all pass'} "
+              f"(p99 ticks {v['p99_ms']} ms)")
     for k, v in r.get("pool", {}).items():
         if isinstance(v, dict) and "best" in v:
             b = v["best"]
