@@ -213,14 +213,14 @@ def pool_section(state_dict, seconds: float, device: str = "cuda", start: int = 
     return res
 
 
-def processes_section(device: str, users: int, counts: "list[int]", seconds: float,
+def processes_section(device: str, plan: "list[tuple[int, int]]", seconds: float,
                       precision: str = "exact", overlap: int = 1) -> dict:
-    """P pool processes of ``users`` users each on one GPU, started together (a barrier on their
-    stdin once all are set up), each its own users (seed = its index)."""
+    """For each (P, N) of ``plan``: P pool processes of N users each on one GPU, started together
+    (a barrier on their stdin once all are set up), each its own users (seed = its index)."""
     import subprocess
 
-    res = {"users_per_process": users, "precision": precision, "overlap": overlap}
-    for count in counts:
+    res = {"precision": precision, "overlap": overlap}
+    for count, users in plan:
         cmd = [sys.executable, __file__, "--child", json.dumps({"device": device, "users": users, "seconds": seconds,
                                                                 "precision": precision, "overlap": overlap})]
         kids = [subprocess.Popen(cmd + [str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -234,11 +234,12 @@ def processes_section(device: str, users: int, counts: "list[int]", seconds: flo
         import bench_serving as bs
 
         ok = all(bs.passes(r, bs.cpus_available()) for r in runs)
-        res[str(count)] = {"all_pass": ok, "users_total": count * users if ok else 0,
-                           "p99_ms": [round(r["p99_ms"], 2) for r in runs],
-                           "cpu_ms_per_frame": [round(r["cpu_ms_per_frame"], 3) for r in runs]}
+        res[f"{count}x{users}"] = {"processes": count, "users": users, "all_pass": ok,
+                                   "users_total": count * users if ok else 0,
+                                   "p99_ms": [round(r["p99_ms"], 2) for r in runs],
+                                   "cpu_ms_per_frame": [round(r["cpu_ms_per_frame"], 3) for r in runs]}
         print(f"  {count} processes x {users} users ({precision}, overlap={overlap}): p99 ticks "
-              f"{res[str(count)]['p99_ms']} ms -> {'all pass' if ok else 'FAIL'}", flush=True)
+              f"{res[f'{count}x{users}']['p99_ms']} ms -> {'all pass' if ok else 'FAIL'}", flush=True)
     return res
 
 
@@ -268,8 +269,8 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--hubert-layers", type=int, default=24)
     parser.add_argument("--pool-seconds", type=float, default=2.0, help="measured seconds per pool trial")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
-    parser.add_argument("--process-users", type=int, default=160, help="users per pool process (section 6)")
-    parser.add_argument("--processes", default="2,4,8", help="pool process counts (section 6)")
+    parser.add_argument("--processes", default="1x224,2x112,4x56,8x28",
+                        help="section 6: comma list of PxN (P pool processes of N users each)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--smoke-cpu", action="store_true",
                         help="run every section on the CPU at toy sizes (checks the script, measures nothing)")
@@ -278,6 +279,11 @@ def main(argv: "list[str] | None" = None) -> int:
         _child(json.loads(args.child[0]), int(args.child[1]))
         return 0
     only = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    try:
+        plan = [tuple(int(v) for v in item.split("x")) for item in args.processes.split(",") if item]
+        assert all(len(t) == 2 and min(t) > 0 for t in plan)
+    except (ValueError, AssertionError):
+        parser.error(f"--processes: expected a comma list of PxN (e.g. 2x112,4x56), got {args.processes!r}")
     if set(only) - set(SECTIONS):
         parser.error(f"unknown section(s) {sorted(set(only) - set(SECTIONS))}; expected {', '.join(SECTIONS)}")
 
@@ -316,8 +322,7 @@ def main(argv: "list[str] | None" = None) -> int:
             "hubert": lambda: hubert_section(max(2, args.repeats // 2), args.hubert_layers, work, device),
             "stream": lambda: stream_section(state_dict, device, 3.0 if smoke else 45.0),
             "pool": lambda: pool_section(state_dict, args.pool_seconds, device, 2 if smoke else 64),
-            "processes": lambda: processes_section(device, args.process_users,
-                                                   [int(c) for c in args.processes.split(",") if c], 3.0)}
+            "processes": lambda: processes_section(device, plan, 3.0)}
     for name in only:
         print(f"[{name}]", flush=True)
         t = time.perf_counter()
@@ -361,9 +366,8 @@ def print_table(r: dict) -> None:
                          f"{same} offline")
         print("  one stream, 20 ms chunks: " + "; ".join(parts))
     p = r.get("processes", {})
-    for count in [k for k in p if k.isdigit()]:
-        v = p[count]
-        print(f"  {count} pool processes x {p['users_per_process']} users ({p['precision']}, overlap={p['overlap']}): "
+    for v in [v for v in p.values() if isinstance(v, dict) and "processes" in v]:
+        print(f"  {v['processes']} pool processes x {v['users']} users ({p['precision']}, overlap={p['overlap']}): "
               f"{'all pass: ' + str(v['users_total']) + ' real-time users' if v['all_pass'] else 'not all pass'} "
               f"(p99 ticks {v['p99_ms']} ms)")
     for k, v in r.get("pool", {}).items():
