@@ -653,7 +653,7 @@ def wenet_section(clip: Path, repeats: int, work: Path) -> dict:
     import synctalk_audio as sa
     import upstream_wenet as uw
     from synctalk_audio.engines import resolve_encoder
-    from synctalk_audio.fbank import fbank
+    from synctalk_audio.kaldi_fbank import fbank
     from synctalk_audio.wenet import load_wenet_audio, wenet_features, wenet_pcm, write_standin_wenet_onnx
 
     site = upstream_site()

@@ -21,7 +21,7 @@ from .audio import load_audio, load_channel, resample, to_mono
 from .config import CONTEXT_MODES, MODE_FPS, MODES, PRESETS, RADII, SYNCTALK_2D, WAV2LIP, MelConfig, mode_shape
 from .context import context_window, context_windows, frames_for_mode, pad_context, reshape_for_mode
 from .dsp import amp_to_db, linear_to_mel, mel_basis, mel_init, mel_step, melspectrogram, normalize, preemphasis, stft
-from .engines import PRECISIONS, encode_batch, resolve_encoder
+from .engines import PRECISIONS, encode_batch, resolve_encoder, run_engine
 from .errors import (
     AudioError,
     CheckpointError,
@@ -58,9 +58,11 @@ _LAZY = {
     "PoolError": "stream",
     "hubert_features": "hubert",
     "load_hubert_engine": "hubert",
+    "write_standin_hubert": "hubert",
     "wenet_features": "wenet",
     "load_wenet_engine": "wenet",
-    "fbank": "fbank",
+    "write_standin_wenet_onnx": "wenet",
+    "fbank": "kaldi_fbank",
     "extract_dataset": "jobs",
 }
 
@@ -72,7 +74,7 @@ __all__ = [
     "preemphasis", "stft", "mel_basis", "linear_to_mel", "amp_to_db", "normalize", "melspectrogram",
     "mel_init", "mel_step",
     "frame_count", "window_starts", "window", "MelWindows",
-    "resolve_encoder", "encode_batch", "PRECISIONS",
+    "resolve_encoder", "encode_batch", "run_engine", "PRECISIONS",
     "pad_context", "context_windows", "context_window", "reshape_for_mode", "frames_for_mode",
     "pipeline", "Features", "AudioPipeline",
     "SyncTalkAudioError", "AudioError", "CheckpointError", "ConfigError", "ShapeError", "OutputError",

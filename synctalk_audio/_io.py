@@ -193,6 +193,13 @@ def _not_regular(path: Path, mode: int) -> OutputError:
 # --------------------------------------------------------------------------- checks
 
 
+def check_names_a_file(path: "str | os.PathLike") -> None:
+    """Raise OutputError if ``path`` ends with a separator (``out/``: a directory, whatever exists
+    there), before ``Path`` drops that separator."""
+    if os.fspath(path).endswith(("/", os.sep)):
+        raise OutputError(f"output path {os.fspath(path)} names a directory; expected a file name")
+
+
 def check_file_target(
     path: "str | os.PathLike",
     *,
@@ -211,8 +218,7 @@ def check_file_target(
         non-empty file and ``overwrite`` is False (or it is not ours).
     """
     target = _absolute(path)
-    if os.fspath(path).endswith(("/", os.sep)):
-        raise OutputError(f"output path {os.fspath(path)} names a directory; expected a file name")
+    check_names_a_file(path)
     _check_parents(target)
     st = _stat(target)
     if st is None:

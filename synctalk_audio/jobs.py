@@ -239,6 +239,7 @@ def extract_dataset(
                           f"got {type(checkpoint).__name__}")
     n_workers = 1 if workers is None else workers
     _check_settings(settings, n_workers, ray, gpus_per_worker)
+    _check_not_bootstrapping()
     ray_mod = _import_ray() if ray else None
     root, files = find_inputs(src)
     out_root = _out_root(out)
@@ -249,6 +250,16 @@ def extract_dataset(
                     ray_mod=ray_mod, gpus=float(gpus_per_worker), progress=progress)
     finally:
         lock.release()
+
+
+def _check_not_bootstrapping() -> None:
+    """A spawned worker re-imports the caller's main script: an unguarded ``extract_dataset`` call
+    there would start a second run. Say so in one line (the parent's run holds OUT's lock)."""
+    import multiprocessing as mp
+
+    if getattr(mp.current_process(), "_inheriting", False):
+        raise ConfigError("extract_dataset() was called while a worker process was starting: its workers "
+                          "re-import your main script, so put the call under `if __name__ == \"__main__\":`")
 
 
 def _run(settings: Settings, src: Any, out_root: Path, items: list[Item], collisions: list[Failure], *,

@@ -149,8 +149,9 @@ def plot_features(
     Returns
     -------
     matplotlib.figure.Figure
-        Axes: waveform (amplitude vs s), mel (band vs s, colour: normalised dB in [-4, 4]),
-        features (dimension 0-511 vs s, one column per window/video frame i at i/fps).
+        Axes: waveform (amplitude vs s), mel (band vs s, colour: normalised dB in [-4, 4]; ave
+        only), features (dimension vs s, one column per window/video frame i at i/fps; hubert
+        and wenet: each frame's rows flattened, (T′, 2048) / (K, 8192)).
 
     Examples
     --------
@@ -195,8 +196,21 @@ def plot_features(
         raise ConfigError(f"plot_features takes a Features, an audio path or an array, got {type(data).__name__}")
 
     sr, hop = config.sample_rate, config.hop_length
+    fbank = features is not None and result.mode == "wenet" and mel is not None
+    mel_hop_s = 0.010 if fbank else hop / sr  # Kaldi fbank: 160 samples at 16 kHz
+    mel_t0 = -0.5 * mel_hop_s  # where the first column's cell starts (s)
+    if fbank:  # fbank frame t covers the padded PCM [160·t, 160·t + 400): centre (160·t + 200 − PAD_BEFORE) / 16 kHz
+        from .wenet import PAD_BEFORE
+
+        mel_t0 = (200 - PAD_BEFORE) / 16000 - 0.5 * mel_hop_s
+    n_frames = None
+    if features is not None:
+        n_frames = result.n_frames
+        if features.ndim != 2:  # hubert (T', 2, 1024) / wenet (K, 16, 512): one flattened row per video frame
+            features = result.padded
     panels = ["wave"] if wav is not None else []
-    panels.append("mel")
+    if mel is not None:  # ave's front end; hubert and wenet have none
+        panels.append("mel")
     if features is not None:
         panels.append("features")
     ratios = {"wave": 1.0, "mel": 1.5, "features": 2.0}
@@ -210,6 +224,13 @@ def plot_features(
 
                 spacer = fig.colorbar(ScalarMappable(), ax=ax, pad=0.01, label=" ")
                 spacer.ax.set_visible(False)
+        elif panel == "mel" and fbank:  # wenet: Kaldi fbank (F, 80), 10 ms hop, log energies
+            img = ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                            extent=(mel_t0, mel_t0 + mel.shape[0] * mel_hop_s, -0.5, mel.shape[1] - 0.5))
+            ax.set_ylabel("mel band")
+            ax.set_title(f"Kaldi fbank ({mel.shape[0]}, {mel.shape[1]}), {mel_hop_s * 1000:g} ms hop", fontsize=10,
+                         loc="left")
+            fig.colorbar(img, ax=ax, label="log energy", pad=0.01)
         elif panel == "mel":
             T = mel.shape[1]
             img = ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=-config.max_abs_value,
@@ -223,12 +244,14 @@ def plot_features(
             img = ax.imshow(features.T, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest",
                             extent=(-0.5 / fps_used, (n - 0.5) / fps_used, -0.5, features.shape[1] - 0.5))
             ax.set_ylabel("feature dimension")
-            label = f"encoder features ({n}, {features.shape[1]}): frame i at i / {fps_used:g} s"
+            what = "encoder features" if result.mode == "ave" else f"{result.mode} features, a flattened row per frame"
+            label = f"{what} ({n}, {features.shape[1]}): frame i at i / {fps_used:g} s"
             if untrained:
-                label += " — UNTRAINED seeded weights"
+                label += " — UNTRAINED seeded weights" if result.mode == "ave" else " — UNTRAINED stand-in weights"
             ax.set_title(label, fontsize=10, loc="left")
             fig.colorbar(img, ax=ax, label="activation", pad=0.01)
-    spans = [(-0.5 * hop / sr, (mel.shape[1] - 0.5) * hop / sr)]
+    n_cols = (mel.shape[0] if fbank else mel.shape[1]) if mel is not None else 0
+    spans = [(mel_t0, mel_t0 + n_cols * mel_hop_s)] if mel is not None else []
     if wav is not None:
         spans.append((0.0, wav.shape[0] / sr))
     if features is not None:
@@ -237,12 +260,17 @@ def plot_features(
     axes[-1].set_xlabel("time (s)")
     if title is None:
         name = Path(source).name if isinstance(source, str) and source != "<array>" else "audio array"
-        duration = (wav.shape[0] / sr) if wav is not None else (mel.shape[1] - 1) * hop / sr
+        duration = ((wav.shape[0] / sr) if wav is not None else (n_cols - 1) * mel_hop_s if mel is not None
+                    else n_frames / fps_used)
         title = f"{name}: {duration:.2f} s"
-        if features is not None:
-            title += f", {features.shape[0]} windows → {features.shape[0] + 2} video frames ({result.mode}, {fps_used:g} fps)"
+        if features is not None and result.mode == "ave":
+            title += f", {features.shape[0]} windows → {n_frames} video frames (ave, {fps_used:g} fps)"
+        elif features is not None:
+            title += f", {n_frames} video frames ({result.mode}, {fps_used:g} fps)"
     if untrained and note is None:
-        note = "UNTRAINED seeded weights (seeded_state_dict(0)): not the real audio_visual_encoder.pth"
+        real = {"hubert": "a real HuBERT model", "wenet": "the real wenet encoder.onnx"}
+        note = (f"UNTRAINED stand-in {result.mode} weights: not {real[result.mode]}" if result.mode in real else
+                "UNTRAINED seeded weights (seeded_state_dict(0)): not the real audio_visual_encoder.pth")
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
     if path is not None:
         save_figure(fig, path, dpi=dpi, overwrite=overwrite)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._io import save_npy
+from ._io import check_names_a_file, save_npy
 from .errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ def run_stream(stream: StreamingPipeline, wav: np.ndarray, chunk_samples: int, *
 
 def check_frames_path(path: "str | os.PathLike") -> Path:
     """Check that ``path`` can take a frames ``.npy`` (parent folder exists, not a directory)."""
+    check_names_a_file(path)
     p = Path(path)
     if p.is_dir():
         raise OutputError(f"output {p} is a directory, expected a .npy file path")

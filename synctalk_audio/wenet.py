@@ -8,7 +8,7 @@
 
 - :func:`wenet_pcm`: ``(x.astype(float32) * 32767).astype(int16)`` (truncation toward zero),
   then 32·160 zeros before and 35·160 after, as float32 (upstream's ``.float()``).
-- :func:`synctalk_audio.fbank.fbank`: torchaudio's Kaldi fbank (80 bins, 25/10 ms, dither 0).
+- :func:`synctalk_audio.kaldi_fbank.fbank`: torchaudio's Kaldi fbank (80 bins, 25/10 ms, dither 0).
 - :func:`wenet_windows`: windows of 67 fbank frames starting at 0, 5, 10, … while the previous
   window ended before ``F``; the last one zero-padded to 67 — ``K = 1 + ceil(max(0, F − 67) / 5)``,
   which is ``20·seconds + 1``: one row per 20 fps video frame.
@@ -37,7 +37,7 @@ import numpy as np
 from .audio import check_waveform, load_channel
 from .batches import check_positive_int, run_beside
 from .errors import AudioError, CheckpointError, ConfigError, ShapeError, install_hint
-from .fbank import fbank
+from .kaldi_fbank import fbank
 from .runtime import _CUDA, _import_onnxruntime, _usable_cores, open_session
 
 __all__ = [

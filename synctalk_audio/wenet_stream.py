@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import AudioError
-from .fbank import fbank, fbank_frame_count
+from .kaldi_fbank import fbank, fbank_frame_count
 from .wenet import PAD_AFTER, PAD_BEFORE, WENET_MIN_SAMPLES, WENET_SAMPLE_RATE, WINDOW_FRAMES, WINDOW_STEP, \
     wenet_pcm, wenet_window_count, wenet_windows
 

@@ -335,3 +335,16 @@ def test_control_characters_in_options_stay_one_line(value, capsys):
     err = capsys.readouterr().err
     assert err.endswith("\n") and err.startswith("synctalk-audio: error:")
     assert len(err.splitlines()) == 1 and err.rstrip("\n").isprintable()
+
+
+@pytest.mark.parametrize("command", ["frames", "stream"])
+def test_file_output_named_like_a_directory_is_refused(tmp_path, capsys, command):
+    """`-o outdir/` where a .npy file is written: one error line, nothing written (both commands
+    once wrote a file called `outdir`)."""
+    src = golden_input("short_0p3s_16k").parents[1] / "out" / "short_0p3s_16k" / "aud_hu.npy"
+    args = (["frames", str(src), "--mode", "hubert"] if command == "frames"
+            else ["stream", CLIP, "--checkpoint", "seeded", "--device", "cpu"])
+    assert cli.main([*args, "-o", str(tmp_path / "outdir") + "/", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "names a directory" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synctalk_audio.errors import AudioError, ConfigError
-from synctalk_audio.fbank import (
+from synctalk_audio.kaldi_fbank import (
     FLOAT32_EPS,
     fbank,
     fbank_frame_count,
@@ -82,7 +82,7 @@ def test_frames_are_a_readonly_view():
 
 
 def test_blocks_do_not_change_rows():
-    from synctalk_audio.fbank import _BLOCK_FRAMES
+    from synctalk_audio.kaldi_fbank import _BLOCK_FRAMES
 
     rng = np.random.default_rng(3)
     n_frames = 2 * _BLOCK_FRAMES + 50  # three blocks
@@ -172,3 +172,17 @@ def test_bad_config(kwargs, needle):
     with pytest.raises(ConfigError) as exc:
         fbank(np.zeros(4000), **kwargs)
     assert needle in _one_line(exc)
+
+
+def test_the_package_name_fbank_stays_the_function():
+    """``synctalk_audio.fbank`` is the function before and after the wenet modules are imported
+    (a submodule of that name once replaced it on first import)."""
+    import subprocess
+    import sys
+
+    code = ("import synctalk_audio as sa, numpy as np\nf = sa.fbank\nimport synctalk_audio.wenet, synctalk_audio.wenet_stream\n"
+            "from synctalk_audio import fbank\nassert callable(sa.fbank) and sa.fbank is f is fbank, sa.fbank\n"
+            "print(sa.fbank(np.zeros(1600, np.float32)).shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "(8, 80)"

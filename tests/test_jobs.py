@@ -330,3 +330,21 @@ def test_serial_processes_and_ray_write_identical_bytes(tmp_path, ray_local):
     assert len(reference) == 12
     assert tree(tmp_path / "procs") == reference
     assert tree(tmp_path / "ray") == reference
+
+
+def test_unguarded_script_with_workers_says_what_to_do(tmp_path):
+    """A script calling extract_dataset(workers=2) without the __main__ guard: its spawned workers
+    re-import it; each stops with one ConfigError line naming the fix, not a lock error."""
+    src = tmp_path / "clips"
+    src.mkdir()
+    shutil.copy(golden_input("speech_16k_mono"), src / "a.wav")
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        from synctalk_audio import extract_dataset
+        s = extract_dataset({str(src)!r}, {str(tmp_path / 'out')!r}, checkpoint="seeded", workers=2)
+        print("done", s.done, "failed", len(s.failed))
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "done 0 failed 1" in proc.stdout
+    assert 'put the call under `if __name__ == "__main__":`' in proc.stderr
+    assert "lock" not in proc.stderr

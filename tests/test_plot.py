@@ -107,3 +107,40 @@ def test_existing_figure_needs_overwrite_and_special_files_are_refused(result, t
     with pytest.raises(OutputError, match="FIFO"):
         check_figure_path(tmp_path / "pipe.png", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "pipe.png"]
+
+
+@pytest.mark.parametrize("mode", ["hubert", "wenet"])
+def test_hubert_and_wenet_plot_their_frames_without_a_mel_panel(mode, tmp_path):
+    """hubert: waveform + one flattened feature row per video frame (no mel); wenet: the Kaldi
+    fbank panel in between (the CLI's `plot --mode hubert|wenet --checkpoint …` once crashed)."""
+    pytest.importorskip("onnxruntime")
+    if mode == "hubert":
+        pytest.importorskip("transformers")
+        from synctalk_audio.hubert import write_standin_hubert
+
+        ckpt = write_standin_hubert(tmp_path / "h", seed=0, num_layers=2, conv_dim=32)
+    else:
+        from synctalk_audio.wenet import write_standin_wenet_onnx
+
+        ckpt = write_standin_wenet_onnx(tmp_path / "w.onnx")
+    wav = golden_input("speech_16k_mono")
+    result = sa.pipeline(wav, checkpoint=ckpt, mode=mode, device="cpu")
+    from_audio = plot_features(str(wav), checkpoint=ckpt, mode=mode, device="cpu", path=tmp_path / f"{mode}.png")
+    assert "UNTRAINED stand-in" in from_audio.get_suptitle()  # known from the checkpoint, not from a Features
+    for fig in (plot_features(result, audio=wav), from_audio):
+        axes = _main_axes(fig)
+        panels = ["amplitude", "feature dimension"] if mode == "hubert" else ["amplitude", "mel band", "feature dimension"]
+        assert [ax.get_ylabel() for ax in axes] == panels
+        if mode == "wenet":
+            np.testing.assert_array_equal(np.asarray(axes[1].get_images()[0].get_array()), result.mel.T)
+            assert "Kaldi fbank" in axes[1].get_title(loc="left")
+        rows = np.asarray(axes[-1].get_images()[0].get_array())
+        np.testing.assert_array_equal(rows, result.padded.T)  # (2048 | 8192, frames)
+        assert rows.shape[1] == result.frames.shape[0]
+        assert f"{result.frames.shape[0]} video frames ({mode}" in fig.get_suptitle()
+    assert (tmp_path / f"{mode}.png").read_bytes()[:8] == PNG
+    from synctalk_audio.cli import main
+
+    out = tmp_path / f"cli_{mode}.png"
+    assert main(["plot", str(wav), "--mode", mode, "--checkpoint", str(ckpt), "--device", "cpu", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG

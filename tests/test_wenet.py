@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 pytest.importorskip("onnxruntime")
 
 from synctalk_audio.errors import AudioError, CheckpointError, OutputError, ShapeError  # noqa: E402
-from synctalk_audio.fbank import fbank_frame_count  # noqa: E402
+from synctalk_audio.kaldi_fbank import fbank_frame_count  # noqa: E402
 from synctalk_audio.wenet import (  # noqa: E402
     PAD_AFTER,
     PAD_BEFORE,
@@ -82,7 +82,7 @@ def test_golden_features(engine, stem):
 
 def _float64_fbank(pcm: np.ndarray) -> np.ndarray:
     """The fbank recipe in float64 arithmetic (numpy's float64 FFT): a near-exact reference, float32 (F, 80)."""
-    from synctalk_audio.fbank import FLOAT32_EPS, kaldi_frames, kaldi_mel_banks, povey_window
+    from synctalk_audio.kaldi_fbank import FLOAT32_EPS, kaldi_frames, kaldi_mel_banks, povey_window
 
     fr = kaldi_frames(pcm.astype(np.float64))
     x = fr - fr.mean(axis=1, keepdims=True)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 pytest.importorskip("onnxruntime")
 
 import synctalk_audio as sa  # noqa: E402
-from synctalk_audio.fbank import fbank  # noqa: E402
+from synctalk_audio.kaldi_fbank import fbank  # noqa: E402
 from synctalk_audio.stream import StreamingPipeline, StreamPool, latency_for  # noqa: E402
 from synctalk_audio.wenet import WENET_MIN_SAMPLES, wenet_pcm, write_standin_wenet_onnx  # noqa: E402
 
