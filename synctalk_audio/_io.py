@@ -75,6 +75,10 @@ __all__ = [
 LIBRARY = "synctalk-audio"
 #: The file whose ``library`` and kind identify a directory this library wrote.
 MARKER = "metadata.json"
+#: Files an output directory of ours holds besides those its marker's ``sha256`` lists (the
+#: reference summary and instructions, the demo's README and figure).
+UNHASHED_OUTPUTS = frozenset({MARKER, "summary.json", "VALIDATION_INSTRUCTIONS.json", "README.txt",
+                              "demo_features.png"})
 #: Suffixes that name a file: such a path is refused where a directory is expected.
 FILE_SUFFIXES = frozenset({".npy", ".npz", ".json", ".png", ".svg", ".pdf", ".jpg", ".jpeg", ".onnx", ".pt",
                            ".pth", ".txt", ".csv", ".wav", ".flac", ".mp3", ".ogg"})
@@ -200,6 +204,20 @@ def check_names_a_file(path: "str | os.PathLike") -> None:
         raise OutputError(f"output path {os.fspath(path)} names a directory; expected a file name")
 
 
+def check_not_an_input(path: "str | os.PathLike", *inputs: Any) -> None:
+    """Raise OutputError if the output ``path`` is one of the ``inputs`` (the same file, by any
+    name): even ``--force`` never writes over what a command reads."""
+    for item in inputs:
+        if not isinstance(item, (str, os.PathLike)) or not os.fspath(item):
+            continue
+        try:
+            same = os.path.samefile(path, item)
+        except OSError:  # either does not exist (yet)
+            same = False
+        if same:
+            raise OutputError(f"output path {os.fspath(path)} is the input {os.fspath(item)}; choose another path")
+
+
 def check_file_target(
     path: "str | os.PathLike",
     *,
@@ -236,11 +254,28 @@ def check_file_target(
     return True
 
 
-def _marker_kind(target: Path) -> str | None:
+def _marker(target: Path) -> "dict | None":
     try:
-        return output_kind(read_json(target / MARKER, max_bytes=DEFAULT_MAX_JSON_BYTES))
+        meta = read_json(target / MARKER, max_bytes=DEFAULT_MAX_JSON_BYTES)
     except OutputError:
         return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _foreign_entries(target: Path, meta: dict) -> list[str]:
+    """Paths under ``target`` (relative, sorted) that an output of ours would not hold: not in
+    its marker's ``sha256``, not one of :data:`UNHASHED_OUTPUTS`, not a folder of such files."""
+    hashed = meta.get("sha256")
+    ours = (set(hashed) if isinstance(hashed, dict) else set()) | UNHASHED_OUTPUTS
+    folders = {p.rsplit("/", 1)[0] for p in ours if "/" in p}
+    foreign = []
+    for dirpath, dirnames, filenames in os.walk(target):
+        rel = Path(dirpath).relative_to(target).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        foreign += [prefix + d + "/" for d in dirnames if prefix + d not in folders]
+        dirnames[:] = [d for d in dirnames if prefix + d in folders]
+        foreign += [prefix + f for f in filenames if prefix + f not in ours]
+    return sorted(foreign)
 
 
 def check_dir_target(path: "str | os.PathLike", *, overwrite: bool = False, kind: str | None = None) -> bool:
@@ -275,13 +310,19 @@ def check_dir_target(path: "str | os.PathLike", *, overwrite: bool = False, kind
     if not overwrite:
         raise OutputError(f"output directory {target} exists and is not empty; choose a new path or replace it "
                           "(overwrite=True, CLI --force)")
-    found = _marker_kind(target)
+    meta = _marker(target)
+    found = output_kind(meta) if meta is not None else None
     if found is None:
         raise OutputError(f"output directory {target} is not empty and was not written by synctalk-audio "
                           f"(no {MARKER} of ours); refusing to replace it")
     if kind is not None and found != kind:
         raise OutputError(f"output directory {target} holds a synctalk-audio {found} output, not a {kind} one; "
                           "refusing to replace it (choose another path)")
+    foreign = _foreign_entries(target, meta)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(f"output directory {target} also holds files synctalk-audio did not write ({shown}); "
+                          "refusing to replace it (move them, or choose another path)")
     return True
 
 

@@ -178,11 +178,12 @@ def _load_npy(path: str) -> Any:
 def _run_frames(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ._io import check_file_target
+    from ._io import check_file_target, check_not_an_input
     from .context import frames_for_mode
     from .stream import check_frames_path, save_frames
 
     check_file_target(check_frames_path(args.output), overwrite=args.force)  # fail before reading a large array
+    check_not_an_input(args.output, args.features)
     feats = _load_npy(args.features)
     if feats.dtype.kind == "f" and feats.dtype != np.float32:
         feats = np.asarray(feats, dtype=np.float32)
@@ -247,8 +248,11 @@ def _add_plot(parser: argparse.ArgumentParser) -> None:
 def _run_plot(args: argparse.Namespace) -> int:
     from .plot import check_dpi, check_figure_path, plot_features
 
+    from ._io import check_not_an_input
+
     check_dpi(args.dpi)
     check_figure_path(args.output, overwrite=args.force)  # fail before the long work
+    check_not_an_input(args.output, args.audio, args.checkpoint)
     if args.checkpoint is None:
         from .config import check_context, check_fps, check_mode
 
@@ -412,9 +416,10 @@ def _run_stream(args: argparse.Namespace) -> int:
 
         check_positive_int("threads", args.threads)  # bounded by the machine's cores, before any loading
     if args.output is not None:
-        from ._io import check_file_target
+        from ._io import check_file_target, check_not_an_input
 
         check_file_target(check_frames_path(args.output), overwrite=args.force)
+        check_not_an_input(args.output, args.audio, args.checkpoint)
     if args.mode == "hubert":  # before loading a model: hubert cannot stream exactly (whole-file normalisation)
         StreamingPipeline(checkpoint=None, mode="hubert")
     encoder, weights = load_weights(args.checkpoint, args.device, threads=args.threads or None,

@@ -177,12 +177,15 @@ def test_demo_command(tmp_path):
     assert meta["weights"]["untrained_seeded"] is True and "UNTRAINED" in meta["demo"]
     assert meta["n_frames"] == 96 and meta["source"].endswith("demo_speech.wav")
     # a second run is refused without --force, and replaces only the previous demo output with it
-    # (make demo passes --force); in-process for speed
+    # (make demo passes --force) — never a file the user put in it; in-process for speed
     (out / "stale.npy").write_bytes(b"")
     assert cli.main(["demo", "-o", str(out), "-q", "--device", "cpu"]) == 2
     assert (out / "stale.npy").exists()
+    assert cli.main(["demo", "-o", str(out), "-q", "--device", "cpu", "--force"]) == 2
+    assert (out / "stale.npy").exists()
+    (out / "stale.npy").unlink()
     assert cli.main(["demo", "-o", str(out), "-q", "--device", "cpu", "--force"]) == 0
-    assert not (out / "stale.npy").exists() and (out / "demo_features.png").is_file()
+    assert (out / "demo_features.png").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["demo_output"]
 
 
@@ -348,3 +351,25 @@ def test_file_output_named_like_a_directory_is_refused(tmp_path, capsys, command
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "names a directory" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_force_never_writes_over_the_input(tmp_path, capsys):
+    """`frames X.npy -o X.npy --force` (or a symlink to it), `stream A -o A --force`, `plot A -o A
+    --force`: one error line; the input is unchanged."""
+    src = golden_input("short_0p3s_16k").parents[1] / "out" / "short_0p3s_16k" / "aud_hu.npy"
+    feats = tmp_path / "aud_hu.npy"
+    shutil.copy(src, feats)
+    (tmp_path / "link.npy").symlink_to(feats)
+    audio = tmp_path / "talk.npy"
+    shutil.copy(SHORT, audio)  # a wav under a .npy name: the output check comes first
+    image = tmp_path / "talk.png"
+    shutil.copy(SHORT, image)  # and under an image name
+    before = {p.name: p.read_bytes() for p in (feats, audio, image)}
+    for args in (["frames", str(feats), "--mode", "hubert", "-o", str(feats)],
+                 ["frames", str(feats), "--mode", "hubert", "-o", str(tmp_path / "link.npy")],
+                 ["stream", str(audio), "-c", "seeded", "--device", "cpu", "-o", str(audio)],
+                 ["plot", str(image), "-o", str(image)]):
+        assert cli.main([*args, "--force", "--quiet"]) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is the input" in err, err
+    assert {p.name: p.read_bytes() for p in (feats, audio, image)} == before

@@ -225,8 +225,12 @@ def test_existing_directories(result, tmp_path):
     with pytest.raises(OutputError, match="not empty"):
         ds.write_reference(result, empty, frames=False)
     assert (empty / "stale.txt").is_file()                    # untouched
-    ds.write_reference(result, empty, frames=False, overwrite=True)
-    assert not (empty / "stale.txt").exists() and (empty / "metadata.json").is_file()
+    with pytest.raises(OutputError, match=r"did not write \(stale.txt\)"):  # a user's file: never replaced
+        ds.write_reference(result, empty, frames=False, overwrite=True)
+    assert (empty / "stale.txt").read_text() == "old"
+    (empty / "stale.txt").unlink()
+    ds.write_reference(result, empty, frames=False, overwrite=True)  # our output alone: replaced
+    assert (empty / "metadata.json").is_file()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")

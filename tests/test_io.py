@@ -21,13 +21,15 @@ def _names(folder: Path) -> list[str]:
 
 def _ours(folder: Path, kind: str) -> Path:
     folder.mkdir()
-    (folder / "metadata.json").write_text(json.dumps({"library": "synctalk-audio", "output_kind": kind}))
+    (folder / "metadata.json").write_text(json.dumps({"library": "synctalk-audio", "output_kind": kind,
+                                                      "sha256": {"data.npy": "0" * 64}}))
     (folder / "data.npy").write_bytes(b"old")
     return folder
 
 
 def _fill(tmp: Path, kind: str, text: str = "new") -> None:
-    (tmp / "metadata.json").write_text(json.dumps({"library": "synctalk-audio", "output_kind": kind}))
+    (tmp / "metadata.json").write_text(json.dumps({"library": "synctalk-audio", "output_kind": kind,
+                                                   "sha256": {"data.txt": "0" * 64}}))
     (tmp / "data.txt").write_text(text)
 
 
@@ -136,6 +138,30 @@ def test_overwrite_replaces_only_our_output_of_the_same_kind(tmp_path):
                 pass
     assert (foreign / "thesis.tex").read_text() == "precious"
     assert (ref / "data.npy").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("added", ["notes.txt", "sub/", "frames/extra.npy", "frames/deeper/x.npy"])
+def test_overwrite_refuses_a_directory_of_ours_holding_files_we_did_not_write(tmp_path, added):
+    """--force replaces our output, never what a user put inside it (a user's notes were once
+    deleted with it): only the files its marker's sha256 lists, the known unhashed ones and the
+    folders of such files may be there."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "frames").mkdir()
+    (out / "frames" / "frame_00000_window.npy").write_bytes(b"old")
+    (out / "summary.json").write_text("{}")
+    (out / "metadata.json").write_text(json.dumps({"library": "synctalk-audio", "output_kind": "reference",
+                                                   "sha256": {"frames/frame_00000_window.npy": "0" * 64}}))
+    assert _io.check_dir_target(out, overwrite=True, kind="reference") is True  # ours alone: replaceable
+    target = out / added.rstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.mkdir() if added.endswith("/") else target.write_text("mine")
+    shown = added if added.endswith("/") else added.split("/deeper")[0] + ("/deeper/" if "deeper" in added else "")
+    with pytest.raises(OutputError, match="did not write") as exc:
+        with _io.atomic_dir(out, overwrite=True, kind="reference") as tmp:
+            _fill(tmp, "reference")
+    assert shown in str(exc.value) and "\n" not in str(exc.value)
+    assert target.exists() and (out / "frames" / "frame_00000_window.npy").read_bytes() == b"old"
 
 
 def test_legacy_marker_kinds():
