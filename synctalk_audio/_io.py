@@ -204,6 +204,16 @@ def check_names_a_file(path: "str | os.PathLike") -> None:
         raise OutputError(f"output path {os.fspath(path)} names a directory; expected a file name")
 
 
+def check_names_a_dir(path: "str | os.PathLike") -> None:
+    """Raise OutputError if ``path`` cannot name an output directory: empty (it would be the
+    current directory), or ending in a file suffix (``out.npy``, ``x.onnx``…)."""
+    if not os.fspath(path):
+        raise OutputError("output directory path is empty; give a folder name")
+    suffix = Path(path).suffix
+    if suffix.lower() in FILE_SUFFIXES:
+        raise OutputError(f"output path {_absolute(path)} ends in {suffix!r}, a file suffix; expected a directory name")
+
+
 def check_not_an_input(path: "str | os.PathLike", *inputs: Any) -> None:
     """Raise OutputError if the output ``path`` is one of the ``inputs`` (the same file, by any
     name): even ``--force`` never writes over what a command reads."""
@@ -290,9 +300,8 @@ def check_dir_target(path: "str | os.PathLike", *, overwrite: bool = False, kind
         A file suffix, a file (or non-directory) in the way, a path under a file, a non-empty
         directory without ``overwrite``, or one that is not a ``kind`` output of ours.
     """
+    check_names_a_dir(path)
     target = _absolute_dir(path)
-    if target.suffix.lower() in FILE_SUFFIXES:
-        raise OutputError(f"output path {target} ends in {target.suffix!r}, a file suffix; expected a directory name")
     _check_parents(target)
     st = _stat(target)
     if st is None:

@@ -186,7 +186,15 @@ def _run_frames(args: argparse.Namespace) -> int:
     check_not_an_input(args.output, args.features)
     feats = _load_npy(args.features)
     if feats.dtype.kind == "f" and feats.dtype != np.float32:
-        feats = np.asarray(feats, dtype=np.float32)
+        from .errors import ShapeError
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = np.asarray(feats, dtype=np.float32)
+        if np.isinf(cast).any() and np.isfinite(feats).all():
+            big = float(np.abs(feats).max())
+            raise ShapeError(f"{args.features} holds values beyond float32's range (max |x| {big:.3g}); "
+                             "the frames are float32")
+        feats = cast
     frames = frames_for_mode(feats, args.mode, context=args.context, radius=args.radius)
     out = save_frames(frames, args.output, overwrite=args.force)
     summary = {"input": args.features, "input_shape": list(feats.shape), "mode": args.mode,
@@ -366,7 +374,13 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
     from .export import export_all
+
+    coreml_only = [opt for opt, given in (("--fp16", args.fp16), ("--max-batch", args.max_batch != 64)) if given]
+    if coreml_only and args.format not in ("coreml", "all"):
+        verb = "applies" if len(coreml_only) == 1 else "apply"
+        raise ConfigError(f"{' and '.join(coreml_only)} {verb} to --format coreml (or all) only, not {args.format}")
 
     results = export_all(args.checkpoint, args.output_dir, formats=args.format, max_batch=args.max_batch,
                          compute_precision="float16" if args.fp16 else "float32", overwrite=args.force)

@@ -271,7 +271,7 @@ def reshape_for_mode(window: np.ndarray, mode: str) -> np.ndarray:
     sizes = {r: int(np.prod(mode_shape(mode, r))) for r in RADII}
     if size not in sizes.values():
         expected = " or ".join(f"{n} {mode_shape(mode, r)} (radius {r})" for r, n in sizes.items())
-        raise ShapeError(f"a {mode} frame needs {expected} values, but the window {arr.shape[-2:]} has {size}")
+        raise ShapeError(f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} frame needs {expected} values, but the window {arr.shape[-2:]} has {size}")
     if arr.shape[-1] != s * h * w:  # rows of another width: regroup row-major, as upstream's reshape
         arr = arr.reshape(*arr.shape[:-2], -1, s * h * w)
     return rearrange(arr, FRAME_PATTERN, s=s, h=h, w=w)
@@ -295,4 +295,5 @@ def frames_for_mode(padded: np.ndarray, mode: str, *, context: str = "zeros", ra
     arr = np.asarray(padded)
     if arr.ndim > 2:
         arr = rearrange(arr, "m ... -> m (...)")
+    _check_features(arr, name="padded features" if mode == "ave" else f"{mode} features")  # named for the caller
     return reshape_for_mode(context_windows(arr, context=context, radius=radius), mode)

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from ._io import file_sha256
+from ._io import check_names_a_dir, file_sha256
 from .encoder import fold_batchnorm
 from .errors import ConfigError, OutputError
 from .export_common import (_AUTHOR, _DESCRIPTION, EXPORT_FORMATS, FILENAMES, FLOAT16_REL_TOL, FLOAT32_REL_TOL,
@@ -316,6 +316,7 @@ def export_all(
             _import_coremltools()
     _check_coreml_options(compute_precision, max_batch)
     _check_preset(preset)
+    check_names_a_dir(output_dir)
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output folder {out_dir} is a file")

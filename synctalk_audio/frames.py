@@ -67,7 +67,7 @@ def frame_count(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP,
     if T < mel_step:
         min_samples = (mel_step - 1) * int(round(16000 / mel_fps))
         raise AudioError(
-            f"audio too short: {T} mel frames (~{max(T - 1, 0) * 200} samples at 16 kHz), "
+            f"audio too short: {T} mel frame{'' if T == 1 else 's'} (fewer than {T * 200} samples at 16 kHz), "
             f"need at least {mel_step} mel frames ({min_samples} samples, "
             f"{min_samples / 16000:.4f} s) for one window"
         )

@@ -318,6 +318,7 @@ def test_frames_command_matches_golden_hubert_and_wenet(tmp_path, capsys):
     (lambda d: None, ("--mode", "hubert"), "not found"),
     (lambda d: (d / "f.npy").write_text("hello"), ("--mode", "hubert"), "not a .npy file"),
     (lambda d: np.save(d / "f.npy", np.zeros((5, 2, 1024), np.float32)), ("--mode", "wenet"), "131072"),
+    (lambda d: np.save(d / "f.npy", np.full((5, 2, 1024), 1e300)), ("--mode", "hubert"), "beyond float32's range"),
     (lambda d: np.save(d / "f.npy", np.full((5, 512), np.nan, np.float32)), ("--mode", "ave"), "NaN"),
 ])
 def test_frames_command_errors(tmp_path, capsys, maker, args, match):

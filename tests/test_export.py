@@ -478,3 +478,21 @@ def test_output_rule_for_exports(tmp_path):
     with pytest.raises(OutputError, match="FIFO"):
         export_torchscript("seeded", tmp_path / "fifo.pt", verify=False, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.pt", "encoder.pt.json", "fifo.pt", "foreign"]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["-f", "onnx", "-o", "x.onnx"], "a file suffix; expected a directory name"),
+    (["-f", "onnx", "-o", ""], "output directory path is empty"),
+    (["-f", "onnx", "--fp16", "-o", "out"], "--fp16 applies to --format coreml"),
+    (["-f", "torchscript", "--max-batch", "7", "-o", "out"], "--max-batch applies to --format coreml"),
+])
+def test_export_cli_output_and_option_errors(tmp_path, monkeypatch, capsys, args, match):
+    """export once made a directory named x.onnx, wrote into the current directory for -o "", and
+    ignored the CoreML-only options for other formats."""
+    from synctalk_audio.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "-c", "seeded", *args, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err, err
+    assert list(tmp_path.iterdir()) == []
