@@ -509,3 +509,31 @@ def test_cuda_pool_close_to_offline(seeded_encoder, speech, overlap):
         ref = _offline(wav, seeded_encoder)
         assert got[f"s{i}"].shape == ref.shape
         assert np.abs(got[f"s{i}"] - ref).max() <= 1e-5 * float(np.abs(ref).max())
+
+
+def test_gpu_benchmark_runs_on_the_cpu_at_toy_sizes(tmp_path):
+    """benchmarks/bench_gpu.py's stream, pool and processes sections, run through on the CPU
+    (--smoke-cpu) so the script that measures a lent GPU does not rot between GPU sessions; its
+    figures are not checked (toy sizes, the CPU). Without CUDA and without --smoke-cpu it says
+    so and measures nothing."""
+    import json
+    import subprocess
+    import sys as _sys
+
+    from .conftest import ROOT
+
+    script = str(ROOT / "benchmarks" / "bench_gpu.py")
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([_sys.executable, script, "--smoke-cpu", "--only", "stream,pool,processes",
+                           "--processes", "1x2,2x1", "--pool-seconds", "0.1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["stream"]["exact"]["bit_identical"] is True  # CPU: streamed rows are offline's
+    assert {"exact overlap=0", "fast overlap=1"} <= set(report["pool"])
+    assert report["processes"]["2x1"]["processes"] == 2 and "summary on" in proc.stdout
+    import torch
+
+    if not torch.cuda.is_available():
+        bare = subprocess.run([_sys.executable, script], capture_output=True, text=True, timeout=300)
+        assert bare.returncode == 0 and "no CUDA device here" in bare.stdout
