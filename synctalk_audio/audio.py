@@ -7,15 +7,16 @@ Decode with soundfile as float32, mix channels by their plain mean, resample wit
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import AudioError, ConfigError
+from .errors import AudioError, ConfigError, SyncTalkAudioError
 
 __all__ = ["load_audio", "load_channel", "read_audio", "resample", "to_mono", "check_waveform",
-           "MAX_AUDIO_SECONDS", "MAX_SECONDS_ENV", "SAMPLE_RATE_RANGE", "max_audio_seconds"]
+           "MAX_AUDIO_SECONDS", "MAX_SECONDS_ENV", "SAMPLE_RATE_RANGE", "max_audio_seconds", "check_input_file"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -175,22 +176,49 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(out, dtype=wav.dtype)
 
 
+def _special_kind(mode: int) -> str:
+    """What a non-regular, non-directory ``st_mode`` is, in words."""
+    return ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+
+
+def check_input_file(path: "str | os.PathLike", *, what: str, error: type[SyncTalkAudioError],
+                     expected: str = "a file") -> tuple[Path, int]:
+    """Check that ``path`` names a non-empty regular file, from its ``stat`` only: (path, size).
+
+    The one check of every input file (audio, ``.pth`` checkpoints, ``.onnx`` models). Nothing is
+    opened, so a FIFO never blocks and ``/dev/zero`` is never read; an empty string is refused
+    rather than taken as the current directory.
+
+    Raises
+    ------
+    error : "{what} path is empty", "{what} not found", "{what} path is a directory, not
+        {expected}", "{what} path is not a regular file (a FIFO)", "{what} is empty (0 bytes)"
+    """
+    if not os.fspath(path):
+        raise error(f"{what} path is empty")
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise error(f"{what} not found: {p}") from None
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        raise error(f"cannot read {what} {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} path is a directory, not {expected}: {p}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} path is not a regular file ({_special_kind(st.st_mode)}): {p}")
+    if st.st_size == 0:
+        raise error(f"{what} is empty (0 bytes): {p}")
+    return p, st.st_size
+
+
 def _open(path: "str | os.PathLike", max_seconds: "float | None") -> tuple[Path, Any]:
     """Open an audio file and check its header (rate, duration) before anything is decoded."""
     import soundfile as sf
 
     limit = max_audio_seconds(max_seconds)
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"audio file not found: {p}")
-    if p.is_dir():
-        raise AudioError(f"audio path is a directory, expected a file: {p}")
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise AudioError(f"cannot read audio file {p}: {exc.strerror or exc}") from None
-    if size == 0:
-        raise AudioError(f"audio file is empty (0 bytes): {p}")
+    p, _ = check_input_file(path, what="audio file", error=AudioError, expected="an audio file")
     try:
         f = sf.SoundFile(str(p))
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...

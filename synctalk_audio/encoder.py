@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .audio import check_input_file
 from .config import ENCODER_LAYOUT, FEATURE_DIM
 from .errors import CheckpointError
 from .seeded import seeded_state_dict  # re-exported: stand-in weights in the checkpoint layout
@@ -219,29 +221,108 @@ def normalize_state_dict(obj: Any, *, source: str = "checkpoint") -> "OrderedDic
     return OrderedDict((k, clean[k]) for k in expected)
 
 
-def _read_checkpoint(path: Path) -> Any:
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file is empty (0 bytes): {path}")
+# Files people hand over as a checkpoint, by their first bytes, and what they most likely are.
+_FILE_KINDS = ((b"RIFF", "an audio file"), (b"fLaC", "an audio file"), (b"OggS", "an audio file"),
+               (b"ID3", "an audio file"), (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"),
+               (b"\x1f\x8b", "a gzip archive"), (b"version https://git-lfs", "a Git LFS pointer, not the file"),
+               (b"<", "an HTML page (a failed download)"))
+# torch's legacy (non-zip) format opens with this magic number, pickled as LONG1: after the
+# protocol header (2 bytes, or 11 with a protocol-4 frame).
+_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+_NOT_STATE_DICT = "not a PyTorch state dict"
+_TORCHSCRIPT = ("it is a TorchScript archive; give the state dict (audio_visual_encoder.pth) "
+                "or an exported .onnx")
+
+
+def _shown(head: bytes) -> str:
+    """The start of a file for a message: its leading printable word (up to 8 characters) or hex bytes."""
+    n = next((i for i, c in enumerate(head[:8]) if not 32 < c < 127), min(len(head), 8))
+    return head[:n].decode("ascii") if n >= 2 else "bytes " + head[:4].hex(" ")
+
+
+def _is_text(head: bytes) -> bool:
+    text = head.decode("utf-8", errors="replace").rstrip("\ufffd")  # a cut multi-byte character at the end
+    return bool(text) and "\ufffd" not in text and all(c.isprintable() or c.isspace() for c in text)
+
+
+def _not_torch_save(head: bytes) -> "str | None":
+    """Why a file starting with ``head`` cannot be a torch.save file; None for a zip or torch's legacy pickle."""
+    if head.startswith(b"PK") or (head.startswith(b"\x80") and _LEGACY_MAGIC in head[:32]):
+        return None
+    if head.startswith(b"\x80"):
+        return f"{_NOT_STATE_DICT} (a plain pickle, not a torch.save file)"
+    guess = next((what for magic, what in _FILE_KINDS if head.startswith(magic)), None)
+    guess = guess or ("a text file" if _is_text(head) else None)
+    return f"{_NOT_STATE_DICT} (not a torch.save file; starts with {_shown(head)}" + (f": {guess}?)" if guess else ")")
+
+
+def _zip_members_problem(names: "list[str]") -> "str | None":
+    """Why a zip with these members is not a torch.save state dict; None when it has torch.save's records."""
+    base = {name.rpartition("/")[2] for name in names}
+    if "constants.pkl" in base:
+        return _TORCHSCRIPT
+    if not {"data.pkl", "version"} <= base:
+        return f"{_NOT_STATE_DICT} (a zip archive without torch.save's data.pkl and version records)"
+    return None
+
+
+def _sniff_checkpoint(path: Path) -> "str | None":
+    """Why the file cannot be a torch.save state dict, judged from its bytes before torch.load; None to try."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    problem = _not_torch_save(head)
+    if problem is not None or not head.startswith(b"PK"):
+        return problem
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, OverflowError):
+        return f"{_NOT_STATE_DICT} (a truncated or corrupt torch.save zip)"
+    return _zip_members_problem(names)
+
+
+def _short_detail(exc: BaseException) -> str:
+    """torch's text for a message when it is one short complete sentence; "" otherwise (long paragraphs
+    cut mid-sentence, or the bare key/index of a KeyError or IndexError, say nothing to the user)."""
+    if isinstance(exc, (KeyError, IndexError, AttributeError, TypeError)):
+        return ""
+    text = " ".join(str(exc).split())
+    return f": {text}" if 0 < len(text) <= 80 and " " in text else ""
+
+
+def _unpickling_reason(exc: pickle.UnpicklingError) -> str:
+    """Our words for torch's weights-only refusal (naming the first refused object) or a broken pickle."""
+    text = str(exc)
+    if "Weights only load failed" not in text:
+        return f"{_NOT_STATE_DICT} (a truncated or damaged torch.save file{_short_detail(exc)})"
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    what = f" ({found.group(1)})" if found else ""
+    return (f"{_NOT_STATE_DICT}: it holds Python objects{what} that would run code when unpickled "
+            "(refused; only tensors are allowed)")
+
+
+def _read_checkpoint(checkpoint: "str | os.PathLike") -> tuple[Path, Any]:
+    """Check and ``torch.load`` (weights only) a checkpoint file: (its path, the loaded object)."""
+    path, _ = check_input_file(checkpoint, what="checkpoint", error=CheckpointError, expected="a .pth file")
     if path.suffix.lower() == ".onnx":
         raise CheckpointError(f"{path} is an ONNX model, not PyTorch weights: this step needs the .pth "
                               "checkpoint (pipeline(), StreamingPipeline and the CLI take the .onnx as it is)")
+    problem = _sniff_checkpoint(path)
+    if problem is not None:
+        raise CheckpointError(f"cannot load checkpoint {path}: {problem}")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            return path, torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Weights only load failed" in str(exc):
-            first = "it holds Python objects that would run code when unpickled (refused; only tensors are allowed)"
-        raise CheckpointError(f"cannot load checkpoint {path}: {first}") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {_unpickling_reason(exc)}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, KeyError,
             TypeError, IndexError, UnicodeDecodeError, MemoryError, OverflowError) as exc:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: not a PyTorch state dict ({text[:160]})") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {_NOT_STATE_DICT} "
+                              f"(a truncated or damaged torch.save file{_short_detail(exc)})") from None
 
 
 def load_encoder(
@@ -272,8 +353,8 @@ def load_encoder(
     if isinstance(checkpoint, Mapping):
         raw, source = checkpoint, "state dict"
     else:
-        path = Path(checkpoint)
-        raw, source = _read_checkpoint(path), f"checkpoint {path}"
+        path, raw = _read_checkpoint(checkpoint)
+        source = f"checkpoint {path}"
     state = normalize_state_dict(raw, source=source)
     with torch.device("meta"):  # no random initialisation: every tensor comes from ``state``
         model = AudioEncoder()

@@ -31,11 +31,12 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
+from .audio import check_input_file
 from .batches import check_positive_int
 from .config import FEATURE_DIM, WINDOW_SHAPE
 from .errors import CheckpointError, ConfigError, install_hint
 
-__all__ = ["OnnxEncoder", "load_onnx_encoder", "is_onnx_model", "ONNX_SUFFIX"]
+__all__ = ["OnnxEncoder", "load_onnx_encoder", "is_onnx_model", "ONNX_SUFFIX", "unknown_device"]
 
 ONNX_SUFFIX = ".onnx"
 _CPU = "CPUExecutionProvider"
@@ -111,6 +112,11 @@ class OnnxEncoder:
         yield 1
 
 
+def unknown_device(device: Any) -> ConfigError:
+    """The one message for a device name neither engine knows (torch's list of backends is not ours)."""
+    return ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
 def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
@@ -129,14 +135,14 @@ def _providers(ort: Any, device: str) -> tuple[list[Any], str]:
     if device == "cpu":
         return [_CPU], "cpu"
     if device == "cuda" or device.startswith("cuda:"):
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():  # a malformed name first: whatever onnxruntime offers, it names no device
+            raise unknown_device(device)
         if _CUDA not in available:
             raise ConfigError(f"device {device!r} with an .onnx encoder needs onnxruntime-gpu "
                               f"(this onnxruntime offers {', '.join(available)}); use device 'cpu'")
-        index = device.partition(":")[2] or "0"
-        if not index.isdigit():
-            raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return [(_CUDA, {"device_id": int(index)}), _CPU], f"cuda:{index}"
-    raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    raise unknown_device(device)
 
 
 def _usable_cores() -> int:
@@ -196,20 +202,17 @@ def open_session(ort: Any, path: "str | os.PathLike", *, what: str, device: str,
 
     Raises
     ------
-    CheckpointError : missing, not a file, unreadable, empty, or not loadable by onnxruntime
+    CheckpointError : an empty path, missing, a directory or not a regular file (a FIFO is never opened),
+        unreadable, empty, or not loadable by onnxruntime
     ConfigError : an unknown device, or CUDA without onnxruntime-gpu
     """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"{what} not found: {p}")
-    if not p.is_file():
-        raise CheckpointError(f"{what} path {p} is not a file")
+    p, _ = check_input_file(os.path.expanduser(path), what=what, error=CheckpointError)
     try:
         blob = p.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
-    if not blob:
-        raise CheckpointError(f"{what} {p} is empty")
+    if not blob:  # the file was emptied since its stat
+        raise CheckpointError(f"{what} is empty (0 bytes): {p}")
     providers, dev = _providers(ort, device)
     options = ort.SessionOptions()
     n_threads = threads or _usable_cores()

@@ -22,6 +22,7 @@ from .config import FEATURE_DIM, WINDOW_SHAPE
 from .encoder import AudioEncoder, fold_batchnorm
 from .errors import ConfigError
 from .flops import layer_shapes
+from .runtime import unknown_device
 
 __all__ = ["PreparedEncoder", "prepare_encoder", "ENCODER_PRECISIONS", "check_precision", "resolve_device",
            "cpu_has_bf16"]
@@ -53,9 +54,8 @@ def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        text = " ".join(str(exc).split())[:120]
-        raise ConfigError(f"unknown device {device!r} ({text}); expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    except (RuntimeError, TypeError, ValueError):  # torch's text lists backends this library does not run on
+        raise unknown_device(device) from None
     if dev.type not in ("cpu", "cuda"):  # meta holds no data; other backends are untested here
         raise ConfigError(f"device {device!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == "cuda" and not torch.cuda.is_available():

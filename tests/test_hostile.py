@@ -230,6 +230,65 @@ def test_mode_of_the_wrong_type(mode):
         sa.pipeline(np.zeros(8000, np.float32), checkpoint="seeded", mode=mode)
 
 
+def _not_a_state_dict(path: Path, kind: str) -> Path:
+    """Files a user may hand over as ``--checkpoint`` that torch.load cannot turn into a state dict."""
+    import datetime
+    import fractions
+    import zipfile
+
+    torch = pytest.importorskip("torch")
+    if kind == "truncated":
+        torch.save(sa.seeded_state_dict(0), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "torchscript":
+        torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2)), path)
+    elif kind == "wav":
+        path.write_bytes((ROOT / "synctalk_audio" / "data" / "demo_speech.wav").read_bytes())
+    elif kind == "zip_without_version":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("archive/data.pkl", b"x")
+    elif kind == "python_objects":
+        torch.save([fractions.Fraction(1, 3), datetime.date(2020, 1, 1)], path)
+    elif kind == "text":
+        path.write_text("this is not a checkpoint\n" * 4)
+    return path
+
+
+# torch's own wording that must never reach the user (cut mid-sentence, or about torch internals)
+_TORCH_TEXT = ("miniz", "If you are seeing", "weights_only", "pop from empty list", "Could this error message",
+               "PytorchStreamReader", "hasRecord", "(101)")
+
+
+@pytest.mark.parametrize("kind,name,needles", [
+    ("truncated", "ck.pth", ["not a PyTorch state dict (a truncated or corrupt torch.save zip"]),
+    ("torchscript", "encoder.pt", ["is a TorchScript archive; give the state dict (audio_visual_encoder.pth) "
+                                   "or an exported .onnx"]),
+    ("wav", "ck.pth", ["not a PyTorch state dict", "not a torch.save file", "starts with RIFF: an audio file?"]),
+    ("zip_without_version", "ck.pth", ["not a PyTorch state dict", "zip archive", "torch.save"]),
+    ("python_objects", "random.pth", ["not a PyTorch state dict", "fractions.Fraction",
+                                      "would run code when unpickled (refused"]),
+    ("text", "random.pth", ["not a PyTorch state dict", "not a torch.save file", "a text file?"]),
+])
+def test_checkpoint_files_that_are_not_state_dicts(tmp_path, kind, name, needles):
+    path = _not_a_state_dict(tmp_path / name, kind)
+    with pytest.raises(sa.CheckpointError) as info:
+        sa.load_encoder(path)
+    text = one_line(info.value)
+    assert str(path) in text and len(text) < 300, text
+    for needle in needles:
+        assert needle in text, text
+    assert not any(t in text for t in _TORCH_TEXT), text
+
+
+@pytest.mark.parametrize("kind,name,match", [("torchscript", "encoder.pt", "is a TorchScript archive"),
+                                             ("wav", "speech.wav", "starts with RIFF: an audio file?")])
+def test_cli_checkpoint_that_is_not_a_state_dict(tmp_path, tiny_wav, kind, name, match):
+    _not_a_state_dict(tmp_path / name, kind)
+    proc = run_cli("features", str(tiny_wav), "-c", name, "-o", "out", "--device", "cpu", cwd=tmp_path)
+    assert_one_line_error(proc, match)
+    assert name in proc.stderr and not any(t in proc.stderr for t in _TORCH_TEXT)
+
+
 # --------------------------------------------------------------------------- 4. wrong row counts
 
 
@@ -315,6 +374,28 @@ def test_count_ceilings():
 def test_unsupported_devices(device):
     with pytest.raises(sa.ConfigError, match="device"):
         sa.pipeline(np.zeros(8000, np.float32), checkpoint="seeded", device=device)
+
+
+@pytest.mark.parametrize("device", ["tpu", "CPU", "cuda:x"])
+def test_unknown_device_is_named_in_our_words(tmp_path, device):
+    """The torch (.pth) and onnxruntime (.onnx) paths give the same line, without torch's device list."""
+    from synctalk_audio.runtime import load_onnx_encoder
+
+    want = f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+    with pytest.raises(sa.ConfigError) as torch_side:
+        sa.pipeline(np.zeros(8000, np.float32), checkpoint="seeded", device=device)
+    (tmp_path / "m.onnx").write_bytes(b"not checked before the device")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(sa.ConfigError) as onnx_side:
+        load_onnx_encoder(tmp_path / "m.onnx", device=device)
+    assert str(torch_side.value) == str(onnx_side.value) == want
+
+
+def test_cli_unknown_device_with_a_pth(tmp_path, tiny_wav):
+    pytest.importorskip("torch")
+    proc = run_cli("features", str(tiny_wav), "-c", "seeded", "-o", "out", "--device", "tpu", cwd=tmp_path)
+    assert_one_line_error(proc, "unknown device 'tpu'; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    assert "ipu" not in proc.stderr
 
 
 @pytest.mark.parametrize("dpi", [0, -1, 9, 1201, 1e9, 120.5, float("nan")])

@@ -134,6 +134,75 @@ def test_cli_features_directory_with_a_file_suffix(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+DEMO = ROOT / "synctalk_audio" / "data" / "demo_speech.wav"
+
+
+def _special(tmp_path: Path, special: str, name: str) -> str:
+    """A FIFO (nobody ever writes to it: opening it for reading would block) or a link to /dev/zero."""
+    path = tmp_path / name
+    if special == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    return name
+
+
+@pytest.mark.parametrize("special,kind", [("fifo", "a FIFO"), ("zero", "a character device")])
+@pytest.mark.parametrize("role", ["audio", "checkpoint", "onnx"])
+def test_cli_special_input_files_are_refused_unopened(tmp_path, special, kind, role):
+    audio, ckpt = str(DEMO), "seeded"
+    if role == "audio":
+        audio = _special(tmp_path, special, "in.wav")
+    else:
+        ckpt = _special(tmp_path, special, "ck.onnx" if role == "onnx" else "ck.pth")
+    proc = cli("features", audio, "-c", ckpt, "-o", "out", "--device", "cpu", cwd=tmp_path, timeout=60)
+    assert_one_line_error(proc, f"is not a regular file ({kind})")
+    assert "empty" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_library_refuses_dev_zero_as_audio_or_checkpoint():
+    from synctalk_audio import AudioError, CheckpointError, load_audio
+    from synctalk_audio.runtime import load_onnx_encoder
+
+    with pytest.raises(AudioError, match=r"audio file path is not a regular file \(a character device\): /dev/zero"):
+        load_audio("/dev/zero")
+    pytest.importorskip("torch")
+    from synctalk_audio.encoder import load_encoder
+
+    with pytest.raises(CheckpointError, match=r"checkpoint path is not a regular file \(a character device\)"):
+        load_encoder("/dev/zero")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(CheckpointError, match=r"ONNX encoder path is not a regular file \(a character device\)"):
+        load_onnx_encoder("/dev/zero")
+
+
+@pytest.mark.parametrize("args,match", [
+    (("features", "", "-c", "seeded", "-o", "out"), "audio file path is empty"),
+    (("features", str(DEMO), "-c", "", "-o", "out"), "checkpoint path is empty"),
+])
+def test_cli_empty_paths_are_not_the_current_directory(tmp_path, args, match):
+    proc = cli(*args, cwd=tmp_path)
+    assert_one_line_error(proc, match)
+    assert "directory" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_library_empty_paths():
+    from synctalk_audio import AudioError, CheckpointError, load_audio, load_channel
+    from synctalk_audio.runtime import load_onnx_encoder
+
+    for fn in (load_audio, load_channel):
+        with pytest.raises(AudioError, match="^audio file path is empty$"):
+            fn("")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(CheckpointError, match="^ONNX encoder path is empty$"):
+        load_onnx_encoder("")
+    pytest.importorskip("torch")
+    from synctalk_audio.encoder import load_encoder
+
+    with pytest.raises(CheckpointError, match="^checkpoint path is empty$"):
+        load_encoder("")
+
+
 # --------------------------------------------------------------------------- SIGTERM
 
 
