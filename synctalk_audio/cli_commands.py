@@ -56,7 +56,7 @@ def _add_audio_out(parser: argparse.ArgumentParser, out_help: str, *, many: bool
     _add_checkpoint(parser, required=True)
     parser.add_argument("--output", "-o", required=True, metavar="OUT", help=out_help)
     parser.add_argument("--force", action="store_true",
-                        help="replace OUT if it is a non-empty directory written earlier by synctalk-audio")
+                        help="replace OUT if it is a non-empty directory written earlier by synctalk-audio and holding nothing else")
 
 
 def _add_features(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +155,7 @@ def _add_frames(parser: argparse.ArgumentParser) -> None:
                         help="context rows each side of a frame: 8 (SyncTalk_2D) or 4 (Ultralight since mid-2025)")
     parser.add_argument("--output", "-o", required=True, metavar="OUT.npy",
                         help="frames (T, *mode shape) float32, written atomically")
-    _add_force(parser, "OUT.npy")
+    _add_force(parser, "OUT.npy", file=True)
 
 
 def _load_npy(path: str) -> Any:
@@ -248,7 +248,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 def _add_plot(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", metavar="AUDIO", help="audio file")
     parser.add_argument("--output", "-o", required=True, metavar="FIG", help="image file (.png, .svg, .pdf)")
-    _add_force(parser, "FIG")
+    _add_force(parser, "FIG", file=True)
     _add_checkpoint(parser, required=False)
     parser.add_argument("--dpi", type=int, default=120, help="resolution of raster images (default: 120)")
 
@@ -367,7 +367,7 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
                         help="encoder.onnx, encoder.pt (TorchScript), encoder.mlpackage (CoreML) or all three")
     parser.add_argument("--output-dir", "-o", required=True, metavar="DIR",
                         help="folder for the artifacts and their .json metadata (created if missing)")
-    _add_force(parser, "an artifact in DIR")
+    _add_force(parser, "an artifact in DIR", rule="only one synctalk-audio wrote (its .json beside it says so)")
     parser.add_argument("--fp16", action="store_true", help="CoreML: float16 compute precision (default float32)")
     parser.add_argument("--max-batch", type=int, default=64, help="CoreML: largest batch of the flexible input "
                         "(1 = fixed (1, 1, 80, 16), best for the Neural Engine)")
@@ -408,7 +408,7 @@ def _add_stream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", default=None, metavar="OUT.npy",
                         help="save the streamed frames float32 to this .npy (ave: (N+2, 32, 16, 16); wenet: "
                              "(K, 256, 16, 32) at radius 8), written atomically")
-    _add_force(parser, "OUT.npy")
+    _add_force(parser, "OUT.npy", file=True)
     parser.add_argument("--threads", type=int, default=1,
                         help="encoder threads for the per-window calls (default: 1; 0 = torch's setting, or all "
                              "usable cores for an .onnx encoder)")

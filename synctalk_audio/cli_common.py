@@ -21,9 +21,10 @@ DEMO_AUDIO = Path(__file__).resolve().parent / "data" / "demo_speech.wav"
 SEEDED = "seeded"
 
 
-def _add_force(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help=f"replace {what} if it exists and was written by synctalk-audio (never anything else)")
+def _add_force(parser: argparse.ArgumentParser, what: str, *, file: bool = False, rule: "str | None" = None) -> None:
+    rule = rule or ("a regular file there (never the command's input, a directory or a device)" if file else
+                    "only an earlier synctalk-audio output holding nothing else (never a file you put there)")
+    parser.add_argument("--force", action="store_true", help=f"replace {what} if it exists: {rule}")
 
 
 def _add_checkpoint(parser: argparse.ArgumentParser, *, required: bool) -> None:
