@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -213,12 +214,34 @@ def check_input_file(path: "str | os.PathLike", *, what: str, error: type[SyncTa
     return p, st.st_size
 
 
+def truncated_wav(path: "str | os.PathLike", size: int) -> "tuple[int, int] | None":
+    """``(declared, present)`` bytes of a RIFF/WAVE file's ``data`` chunk when the file ends
+    before the length its header declares (a cut-off copy or download); None otherwise, and for
+    other formats or a streaming writer's "unknown length" (0 or 0xFFFFFFFF)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, n = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            present = size - (pos + 8)
+            return (n, present) if 0 < n < 0xFFFFFFFF and n > present else None
+        pos += 8 + n + (n & 1)
+    return None
+
+
 def _open(path: "str | os.PathLike", max_seconds: "float | None") -> tuple[Path, Any]:
     """Open an audio file and check its header (rate, duration) before anything is decoded."""
     import soundfile as sf
 
     limit = max_audio_seconds(max_seconds)
-    p, _ = check_input_file(path, what="audio file", error=AudioError, expected="an audio file")
+    p, size = check_input_file(path, what="audio file", error=AudioError, expected="an audio file")
+    cut = truncated_wav(p, size)
+    if cut is not None:
+        warnings.warn(f"audio file {p} is truncated: its header declares {cut[0]} bytes of samples, the file "
+                      f"holds {max(cut[1], 0)}; using the samples that are there", stacklevel=4)
     try:
         f = sf.SoundFile(str(p))
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...

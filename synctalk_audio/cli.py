@@ -24,8 +24,9 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .cli_common import DEMO_AUDIO, PROG, SEEDED, _one_line, load_weights, one_line_text  # noqa: F401  (SEEDED: cli.SEEDED)
@@ -160,6 +161,11 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
     return parser
 
 
+def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """``warnings.showwarning`` for the CLI: ``synctalk-audio: warning: …`` on one line."""
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``synctalk-audio`` console script; returns the exit code."""
     parser = build_parser()
@@ -168,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args._run(args))
+        with warnings.catch_warnings():
+            if not args.debug:  # a library warning is one line, like an error (--debug: Python's own form)
+                warnings.showwarning = _warning_line
+            return int(args._run(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

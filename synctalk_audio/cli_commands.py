@@ -56,7 +56,8 @@ def _add_audio_out(parser: argparse.ArgumentParser, out_help: str, *, many: bool
     _add_checkpoint(parser, required=True)
     parser.add_argument("--output", "-o", required=True, metavar="OUT", help=out_help)
     parser.add_argument("--force", action="store_true",
-                        help="replace OUT if it is a non-empty directory written earlier by synctalk-audio and holding nothing else")
+                        help="replace OUT if it is a non-empty directory written earlier by synctalk-audio and "
+                             "holding nothing else")
 
 
 def _add_features(parser: argparse.ArgumentParser) -> None:

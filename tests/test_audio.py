@@ -113,3 +113,35 @@ def test_check_waveform_refuses_integer_pcm(bad):
     with pytest.raises(sa.AudioError, match="integer samples"):
         check_waveform(bad)
     assert check_waveform(bad, integers=True) is bad
+
+
+def test_a_truncated_wav_warns_with_the_numbers(tmp_path, capsys):
+    """A cut-off WAV (header declares more samples than the file holds) is decoded as far as it
+    goes, with a warning naming both lengths — once silently half the features. The CLI shows it
+    as one `synctalk-audio: warning:` line."""
+    import warnings
+
+    from synctalk_audio.audio import truncated_wav
+    from synctalk_audio.cli import main
+
+    whole = sa.load_audio(golden_input("speech_16k_mono"))
+    src = tmp_path / "whole.wav"
+    sf.write(src, whole, 16000, subtype="PCM_16")
+    data = src.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sa.load_audio(src)  # complete: no warning
+        assert truncated_wav(src, len(data)) is None
+    with pytest.warns(UserWarning, match=r"is truncated: its header declares \d+ bytes of samples, the file holds \d+"):
+        half = sa.load_audio(cut)
+    assert 0 < half.shape[0] < whole.shape[0]
+    declared, present = truncated_wav(cut, len(data) // 2)
+    assert declared == 2 * whole.shape[0] and present == len(data) // 2 - 44
+    unknown = tmp_path / "stream.wav"  # a streaming writer's "unknown length": not a truncation
+    unknown.write_bytes(data[:40] + (0xFFFFFFFF).to_bytes(4, "little") + data[44:])
+    assert truncated_wav(unknown, len(data)) is None
+    assert main(["features", str(cut), "-c", "seeded", "--device", "cpu", "-o", str(tmp_path / "out"), "-q"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "truncated" in line]
+    assert len(err) == 1 and err[0].startswith("synctalk-audio: warning: audio file ") and "cut.wav" in err[0]
