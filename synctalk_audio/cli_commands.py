@@ -513,7 +513,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
                               frames=args.frames, batch_size=args.batch_size, threads=args.threads,
                               workers=args.workers, ray=args.ray, gpus_per_worker=args.gpus_per_worker,
                               progress=_progress(args))
-    _warn_untrained(args, {"untrained_seeded": summary.untrained})
+    _warn_untrained(args, {"untrained_seeded": summary.untrained, "checkpoint": args.checkpoint})
     if args.json:
         _emit_json(summary.to_dict())
     else:

@@ -89,7 +89,8 @@ def _warn_untrained(args: argparse.Namespace, weights: dict[str, Any]) -> None:
 
 def _untrained_what(weights: dict[str, Any]) -> str:
     """Which UNTRAINED stand-in the weights are: ave's seeded_state_dict(0) or a hubert/wenet stand-in."""
-    if weights.get("state_dict_sha256") or str(weights.get("checkpoint", "")).endswith(".pth"):
+    checkpoint = str(weights.get("checkpoint", ""))
+    if weights.get("state_dict_sha256") or checkpoint == SEEDED or checkpoint.endswith(".pth"):
         return "UNTRAINED seeded weights (seeded_state_dict(0))"
     return f"UNTRAINED stand-in model ({weights.get('checkpoint') or weights.get('source') or 'in memory'})"
 

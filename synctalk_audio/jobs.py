@@ -38,8 +38,8 @@ from .errors import ConfigError, OutputError
 # every public name of jobs_plan (AUDIO_SUFFIXES, read_manifest …) stays importable from here
 from .jobs_plan import (AUDIO_SUFFIXES, FAILURES, SUMMARY, Failure, Item, Outcome, Settings, Summary, _Expected,
                         _one_line, _remove_leftovers, find_inputs, output_state, plan_items, read_manifest, weights_key)
-from .jobs_workers import (BLAS_THREADS, _import_ray, _run_pool, _run_ray, extract_one, load_engine, pin_blas_threads,
-                           usable_cores)
+from .jobs_workers import (BLAS_THREADS, _import_ray, _ray_address, _run_pool, _run_ray, _start_ray, check_device,
+                           extract_one, load_engine, pin_blas_threads, usable_cores)
 
 __all__ = [*jobs_plan.__all__, "extract_one", "extract_dataset"]
 
@@ -131,18 +131,32 @@ def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
             fh.write((json.dumps(asdict(f), ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _out_root(out: "str | os.PathLike") -> Path:
+def _out_path(out: "str | os.PathLike", src_dir: "Path | None") -> Path:
+    """``out`` → the absolute OUT folder, checked but not created: not empty, not a file, and
+    neither ``src_dir`` (SRC when it is a directory) nor inside it."""
+    if not os.fspath(out):
+        raise OutputError("OUT is empty: -o names the folder that gets one sub-folder per input")
     root = Path(os.path.abspath(Path(out).expanduser()))
     if os.path.lexists(root) and not root.is_dir():
         raise OutputError(f"output {root} is a file; -o names the folder that gets one sub-folder per input")
+    if src_dir is not None:
+        real, src_real = Path(os.path.realpath(root)), Path(os.path.realpath(src_dir))
+        if real == src_real or real.is_relative_to(src_real):
+            where = "is SRC" if real == src_real else "is inside SRC"
+            raise OutputError(f"OUT {root} {where} {src_dir}: choose a folder outside it (outputs would be "
+                              "written into the source tree)")
+    return root
+
+
+def _make_out(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {root}: {_one_line(exc)}") from None
-    return root
 
 
 def _check_settings(settings: Settings, workers: int, ray: Any, gpus: float) -> None:
+    from .audio import max_audio_seconds
     from .batches import check_positive_int
     from .config import MODE_FPS, check_context, check_fps, check_mode, check_radius
     from .engines import PRECISIONS
@@ -165,6 +179,9 @@ def _check_settings(settings: Settings, workers: int, ray: Any, gpus: float) -> 
         raise ConfigError("gpus_per_worker needs ray=...; local workers share the visible GPUs (device='cuda')")
     if ray is not None and not isinstance(ray, (bool, str)):
         raise ConfigError(f"ray must be None, True (a local Ray) or a cluster ADDRESS string, got {ray!r}")
+    if ray:
+        _ray_address(ray)
+    max_audio_seconds()  # $SYNCTALK_AUDIO_MAX_SECONDS: one setting error now, not one failure per file
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -200,7 +217,8 @@ def extract_dataset(
     out : path
         ``out/<path relative to src, suffix dropped>/`` gets what ``synctalk-audio features``
         writes for that file (relative to the common parent of a manifest's paths). Created
-        when missing. Also ``_summary.json`` and, when files failed, ``_failures.jsonl``.
+        when missing, once every setting is checked; not empty, not ``src`` nor inside it. Also
+        ``_summary.json`` and, when files failed, ``_failures.jsonl``.
     checkpoint : path or "seeded"
         As for :func:`~synctalk_audio.pipeline.pipeline` (a path: every worker loads it).
     mode, radius, precision, device, fps, context, batch_size
@@ -227,8 +245,10 @@ def extract_dataset(
     Raises
     ------
     ConfigError, CheckpointError, OutputError
-        Before any file is processed: bad settings or SRC, Ray missing, the checkpoint cannot
-        be loaded, OUT unusable or locked by another run.
+        Before anything is written (OUT is not created): bad settings or SRC (device and
+        ``$SYNCTALK_AUDIO_MAX_SECONDS`` included), Ray missing or its address invalid or
+        unreachable, the checkpoint cannot be loaded, OUT empty, inside SRC or unusable; OUT
+        locked by another run.
     """
     start = time.perf_counter()
     settings = Settings(checkpoint=str(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint,
@@ -242,14 +262,34 @@ def extract_dataset(
     _check_not_bootstrapping()
     ray_mod = _import_ray() if ray else None
     root, files = find_inputs(src)
-    out_root = _out_root(out)
-    items, collisions = plan_items(root, files, out_root)
-    lock = _Lock(out_root)
-    try:
-        return _run(settings, src, out_root, items, collisions, start=start, workers=workers, ray=ray,
-                    ray_mod=ray_mod, gpus=float(gpus_per_worker), progress=progress)
+    out_root = _out_path(out, root if os.path.isdir(Path(src).expanduser()) else None)
+    serial = not ray and n_workers == 1
+    engine, weights = _parent_engine(settings, serial=serial, gpu_actors=bool(ray) and gpus_per_worker > 0)
+    started = _start_ray(ray_mod, ray) if ray else False
+    try:  # every usage error is behind us: only now is anything written
+        _make_out(out_root)
+        items, collisions = plan_items(root, files, out_root)
+        lock = _Lock(out_root)
+        try:
+            return _run(settings, src, out_root, items, collisions, engine, weights, start=start, serial=serial,
+                        workers=workers, ray=ray, ray_mod=ray_mod, gpus=float(gpus_per_worker), progress=progress)
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        if started:
+            ray_mod.shutdown()
+
+
+def _parent_engine(settings: Settings, *, serial: bool, gpu_actors: bool) -> tuple[Any, dict[str, Any]]:
+    """The engine this process needs: the one that runs the files when ``serial``, else one on the
+    CPU that only tells the weight hashes, with the workers' device checked here (its spelling
+    only for Ray GPU actors: this machine may have no GPU). Raises on a bad checkpoint, mode,
+    precision or device, before anything is written."""
+    if serial:
+        return load_engine(settings)
+    engine, weights = load_engine(Settings(**{**asdict(settings), "device": "cpu"}))
+    check_device(settings.device, engine, here=not gpu_actors)
+    return engine, weights
 
 
 def _check_not_bootstrapping() -> None:
@@ -262,18 +302,16 @@ def _check_not_bootstrapping() -> None:
                           "re-import your main script, so put the call under `if __name__ == \"__main__\":`")
 
 
-def _run(settings: Settings, src: Any, out_root: Path, items: list[Item], collisions: list[Failure], *,
-         start: float, workers: "int | None", ray: Any, ray_mod: Any, gpus: float, progress: bool) -> Summary:
+def _run(settings: Settings, src: Any, out_root: Path, items: list[Item], collisions: list[Failure], engine: Any,
+         weights: dict[str, Any], *, start: float, serial: bool, workers: "int | None", ray: Any, ray_mod: Any,
+         gpus: float, progress: bool) -> Summary:
     from .config import MODE_FPS
 
     _remove_leftovers(items, out_root)
     stale = out_root / FAILURES
     if stale.is_file() and not stale.is_symlink():
         stale.unlink()
-    serial = not ray and (workers or 1) == 1
     local_threads = settings.threads or (None if serial else max(1, usable_cores() // (workers or 1)))
-    parent_settings = settings if serial else Settings(**{**asdict(settings), "device": "cpu"})
-    engine, weights = load_engine(parent_settings)  # fails early (exit 2) on a bad checkpoint
     expected = _Expected(mode=settings.mode, radius=settings.radius, context=settings.context,
                          fps=float(settings.fps if settings.fps is not None else MODE_FPS[settings.mode]),
                          precision=engine.precision, frames=settings.frames, weights=weights_key(weights))
@@ -298,7 +336,7 @@ def _run(settings: Settings, src: Any, out_root: Path, items: list[Item], collis
                 if previous is not None:
                     pin_blas_threads(previous)
         elif todo and ray:
-            n = _run_ray(ray_mod, ray, todo, settings, workers, gpus, expected.weights, books)
+            n = _run_ray(ray_mod, todo, settings, workers, gpus, expected.weights, books)
         elif todo:
             n = max(1, min(workers or 1, len(todo)))
             _run_pool(todo, Settings(**{**asdict(settings), "threads": local_threads}), n, expected.weights, books)

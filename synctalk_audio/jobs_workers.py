@@ -4,7 +4,8 @@
   ``write_features``; a bad file becomes a failed :class:`~synctalk_audio.jobs_plan.Outcome`);
 - numpy's OpenBLAS pinned to :data:`BLAS_THREADS` so every backend writes the same bytes;
 - ``_run_pool``: spawned worker processes, a crashed worker's files retried alone;
-- ``_run_ray``: Ray actors, one item in flight each, a dead actor replaced.
+- ``_start_ray``: the address checked (an unreachable HOST:PORT is one quick line), Ray started
+  or connected to; ``_run_ray``: Ray actors, one item in flight each, a dead actor replaced.
 
 :mod:`synctalk_audio.jobs` plans the run and calls these; its public names are importable
 from there too. Standard library only at import time (numpy, the pipeline and ray load on use).
@@ -13,6 +14,7 @@ from there too. Standard library only at import time (numpy, the pipeline and ra
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from collections import deque
@@ -21,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .errors import ConfigError
 from .jobs_plan import Item, Outcome, Settings, _one_line, weights_key
 
-__all__ = ["BLAS_THREADS", "load_engine", "extract_one", "pin_blas_threads", "usable_cores"]
+__all__ = ["BLAS_THREADS", "load_engine", "check_device", "extract_one", "pin_blas_threads", "usable_cores"]
 
 _RAY_MISSING = ("ray is not installed; --ray / extract_dataset(ray=...) needs it: pip install 'synctalk-audio[ray]' "
                 "(from a clone: pip install -e '.[ray]')")
@@ -40,6 +42,36 @@ def load_engine(settings: Settings) -> tuple[Any, dict[str, Any]]:
         engine = resolve_encoder(settings.checkpoint, mode=settings.mode, precision=settings.precision,
                                  device=settings.device, threads=settings.threads)
     return engine, weights_info(engine)
+
+
+#: The device names every engine accepts (torch's resolve_device and onnxruntime's providers alike).
+_DEVICE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
+
+
+def check_device(device: str, engine: Any, *, here: bool = True) -> None:
+    """Check in the parent the device the workers will load ``engine``'s checkpoint on (the parent
+    itself loads it on the CPU).
+
+    ``here``: the checks of a load on this machine (CUDA present, the index exists), through the
+    engine family's own device resolver; otherwise only the spelling (Ray GPU actors run on nodes
+    whose GPUs this one may lack).
+
+    Raises
+    ------
+    ConfigError
+    """
+    if not here:
+        if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+            raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return
+    if engine.precision == "onnx":  # onnxruntime engines (ave .onnx, wenet)
+        from .runtime import _import_onnxruntime, _providers
+
+        _providers(_import_onnxruntime(), device)
+    else:
+        from .torch_engines import resolve_device
+
+        resolve_device(device)
 
 
 def extract_one(item: Item, engine: Any, weights: Mapping[str, Any], settings: Settings) -> Outcome:
@@ -247,21 +279,11 @@ def _ray_actor_count(ray: Any, workers: "int | None", threads: int, gpus: float,
     return max(1, min(n, n_todo))
 
 
-def _run_ray(ray: Any, address: "bool | str", todo: Sequence[Item], settings: Settings, workers: "int | None",
-             gpus: float, expected: tuple, emit: Callable[[Outcome], None]) -> int:
+def _run_ray(ray: Any, todo: Sequence[Item], settings: Settings, workers: "int | None", gpus: float,
+             expected: tuple, emit: Callable[[Outcome], None]) -> int:
     """Ray actors, one item in flight per actor; an actor that dies is replaced and its item
     retried once (a lost node is not the file's fault), then recorded as failed. Returns the
-    number of actors. Ray is started (or connected to) here unless this process already did."""
-    started = _start_ray(ray, address)
-    try:
-        return _drive_actors(ray, todo, settings, workers, gpus, expected, emit)
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _drive_actors(ray: Any, todo: Sequence[Item], settings: Settings, workers: "int | None", gpus: float,
-                  expected: tuple, emit: Callable[[Outcome], None]) -> int:
+    number of actors. Ray must be running (:func:`_start_ray`)."""
     threads = settings.threads or 1
     n = _ray_actor_count(ray, workers, threads, gpus, len(todo))
     actor_cls = ray.remote(_Worker).options(num_cpus=threads, num_gpus=gpus, max_restarts=0)
@@ -301,12 +323,58 @@ def _drive_actors(ray: Any, todo: Sequence[Item], settings: Settings, workers: "
     return n
 
 
+def _ray_address(ray: "bool | str") -> "str | None":
+    """``ray=`` → the address ``ray.init`` gets: None (start a local Ray, or reuse RAY_ADDRESS),
+    ``"auto"``, a client address ``"SCHEME://…"`` or ``"HOST:PORT"``; nothing imported.
+
+    Raises
+    ------
+    ConfigError
+        Anything else (Ray itself would fail with a ValueError only once it is imported).
+    """
+    if ray is True or ray in ("", "local"):
+        return None
+    text = str(ray)
+    if text == "auto" or re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", text):
+        return text
+    host, _, port = text.rpartition(":")
+    if host and not any(c.isspace() for c in host) and port.isdigit() and 0 < int(port) < 65536:
+        return text
+    raise ConfigError(f"Ray address {text!r} is not valid: expected 'auto', HOST:PORT (the head node's "
+                      "`ray start --head --port=6379`) or ray://HOST:PORT")
+
+
+def _probe_ray(address: str, timeout: float = 5.0) -> None:
+    """One TCP connection to a HOST:PORT Ray head: an unreachable cluster is one quick ConfigError
+    line rather than Ray's minutes of GCS connection retries, logged by its C++ client on stderr."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {_one_line(exc)} (is `ray start --head` "
+                          "running there, and the port open?)") from None
+
+
 def _start_ray(ray: Any, address: "bool | str") -> bool:
-    """Connect to (or start) Ray unless this process already did; True if we must shut it down."""
+    """Connect to (or start) Ray unless this process already did; True if we must shut it down.
+
+    Raises
+    ------
+    ConfigError
+        The address is unreachable, or Ray fails to start or connect (one line naming it).
+    """
     import logging
 
     if ray.is_initialized():
         return False
-    where = None if address is True or address in ("", "local") else str(address)
-    ray.init(address=where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    where = _ray_address(address)
+    if where is not None and where != "auto" and "://" not in where:
+        _probe_ray(where)
+    try:
+        ray.init(address=where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as exc:  # ValueError, ConnectionError, RuntimeError … from ray.init
+        what = "start a local Ray" if where is None else f"connect to the Ray cluster at {where}"
+        raise ConfigError(f"cannot {what}: {_one_line(exc)}") from None
     return True

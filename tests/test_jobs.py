@@ -250,6 +250,97 @@ def test_cli_usage_error_is_one_line_exit_2(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "SRC not found" in proc.stderr
 
 
+def listing(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def usage_error_setup(tmp_path: Path) -> None:
+    import torch
+
+    src = make_src(tmp_path / "src", {"a.wav": CLIPS["short_0p3s_16k"]})
+    (src / "sub").mkdir()
+    torch.save([1, 2, 3], tmp_path / "notsd.pth")
+    (tmp_path / "rand.pth").write_bytes(bytes(range(256)) * 2)
+    (tmp_path / "empty.pth").write_bytes(b"")
+
+
+@pytest.mark.parametrize("args, out, match", [
+    (["-c", "notsd.pth"], "out", "not a state dict"),
+    (["-c", "rand.pth"], "out", "rand.pth"),
+    (["-c", "/nonexistent.pth"], "out", "checkpoint not found"),
+    (["-c", "empty.pth"], "nn/mm/ds", "empty"),
+    (["--mode", "hubert", "-c", "seeded"], "out", "hubert needs its own model"),
+    (["--precision", "onnx", "-c", "seeded"], "out", "precision 'onnx'"),
+    (["-c", "seeded", "--device", "cuda:99"], "out", "'cuda:99'"),
+    (["-c", "seeded", "--device", "cuda:99", "--workers", "2"], "out", "'cuda:99'"),
+    (["-c", "seeded", "--device", "tpu"], "out", "'tpu'"),
+    (["-c", "seeded", "--device", "tpu", "--workers", "2"], "out", "'tpu'"),
+    (["-c", "seeded", "--device", "tpu", "--gpus-per-worker", "1", "--ray"], "out", "'tpu'"),
+    (["-c", "seeded", "--ray=notanaddress"], "out", "Ray address 'notanaddress'"),
+    (["-c", "seeded", "--ray=host:notaport"], "out", "Ray address 'host:notaport'"),
+    (["-c", "seeded"], "", "OUT is empty"),
+    (["-c", "seeded"], "src", "is SRC"),
+    (["-c", "seeded"], "src/sub/out", "is inside SRC"),
+    (["-c", "seeded"], "./src/../src/new", "is inside SRC"),
+])
+def test_cli_usage_errors_leave_nothing_behind(tmp_path, monkeypatch, capsys, args, out, match):
+    from synctalk_audio.cli import main
+
+    usage_error_setup(tmp_path)
+    before = listing(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["dataset", "src", "-o", out, *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and err.startswith("synctalk-audio: error: ") and match in err, err
+    assert listing(tmp_path) == before
+
+
+def test_cli_bad_max_seconds_setting_is_exit_2_before_any_write(tmp_path, monkeypatch, capsys):
+    from synctalk_audio.cli import main
+
+    usage_error_setup(tmp_path)
+    before = listing(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SYNCTALK_AUDIO_MAX_SECONDS", "abc")
+    rc = main(["dataset", "src", "-o", "out", "-c", "seeded", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "SYNCTALK_AUDIO_MAX_SECONDS" in err and "'abc'" in err, err
+    assert listing(tmp_path) == before
+
+
+def test_worker_device_is_checked_in_the_parent():
+    from synctalk_audio.jobs_workers import check_device
+
+    seeded_encoder, _ = jobs.load_engine(jobs.Settings(checkpoint="seeded", device="cpu"))
+    check_device("cpu", seeded_encoder)
+    check_device("cuda", seeded_encoder, here=False)  # Ray GPU actors: the driver may have no GPU
+    check_device("cuda:3", seeded_encoder, here=False)
+    for bad in ("tpu", "cuda:x", "", "cuda:"):
+        with pytest.raises(ConfigError, match="device"):
+            check_device(bad, seeded_encoder, here=False)
+        with pytest.raises(ConfigError, match="device"):
+            check_device(bad, seeded_encoder)
+
+
+def test_cli_unreachable_ray_address_is_one_quick_line(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    usage_error_setup(tmp_path)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = listing(tmp_path)
+    start = time.monotonic()
+    proc = cli("dataset", "src", "-o", "out", "-c", "seeded", f"--ray=127.0.0.1:{port}", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], proc.stderr
+    assert time.monotonic() - start < 60
+    assert listing(tmp_path) == before
+
+
 def test_cli_ray_not_installed_is_one_clear_line(tmp_path):
     make_src(tmp_path / "src", {"a.wav": CLIPS["short_0p3s_16k"]})
     blocker = textwrap.dedent("""
