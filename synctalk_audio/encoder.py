@@ -230,6 +230,9 @@ _FILE_KINDS = ((b"RIFF", "an audio file"), (b"fLaC", "an audio file"), (b"OggS",
 # protocol header (2 bytes, or 11 with a protocol-4 frame).
 _LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 _NOT_STATE_DICT = "not a PyTorch state dict"
+_PLAIN_PICKLE = f"{_NOT_STATE_DICT} (a plain pickle, not a torch.save file)"
+#: Pickle opcodes that import or call something: what makes unpickling run code.
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
 _TORCHSCRIPT = ("it is a TorchScript archive; give the state dict (audio_visual_encoder.pth) "
                 "or an exported .onnx")
 
@@ -250,10 +253,28 @@ def _not_torch_save(head: bytes) -> "str | None":
     if head.startswith(b"PK") or (head.startswith(b"\x80") and _LEGACY_MAGIC in head[:32]):
         return None
     if head.startswith(b"\x80"):
-        return f"{_NOT_STATE_DICT} (a plain pickle, not a torch.save file)"
+        return _PLAIN_PICKLE
     guess = next((what for magic, what in _FILE_KINDS if head.startswith(magic)), None)
     guess = guess or ("a text file" if _is_text(head) else None)
     return f"{_NOT_STATE_DICT} (not a torch.save file; starts with {_shown(head)}" + (f": {guess}?)" if guess else ")")
+
+
+def _pickle_runs_code(path: Path, limit: int = 1 << 24) -> bool:
+    """True if the pickle in ``path`` (its first ``limit`` bytes) imports or calls anything, read
+    with :mod:`pickletools` (nothing is unpickled)."""
+    import io
+    import pickletools
+
+    with open(path, "rb") as fh:
+        data = fh.read(limit)
+    ops = pickletools.genops(io.BytesIO(data))
+    try:
+        for op, _, _ in ops:
+            if op.name in _CODE_OPCODES:
+                return True
+    except Exception:  # a cut or damaged pickle: what was read before the damage named nothing
+        pass
+    return False
 
 
 def _zip_members_problem(names: "list[str]") -> "str | None":
@@ -274,6 +295,9 @@ def _sniff_checkpoint(path: Path) -> "str | None":
     except OSError as exc:
         return f"cannot read it ({exc.strerror or exc})"
     problem = _not_torch_save(head)
+    if problem == _PLAIN_PICKLE and _pickle_runs_code(path):
+        return (f"{_NOT_STATE_DICT}: a plain pickle (not torch.save) naming Python objects, which would run "
+                "code when unpickled — refused, never unpickled; save state dicts with torch.save")
     if problem is not None or not head.startswith(b"PK"):
         return problem
     try:
