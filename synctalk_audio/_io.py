@@ -513,6 +513,7 @@ def atomic_dir(target: "str | os.PathLike", *, overwrite: bool = False, kind: st
     ------
     Path of the temp directory to fill.
     """
+    check_names_a_dir(target)  # "" would be the current directory once made absolute
     path = _absolute_dir(target)
     check_dir_target(path, overwrite=overwrite, kind=kind)
     _make_parent(path)

@@ -10,7 +10,9 @@ import math
 import numbers
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -82,6 +84,8 @@ class MelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"MelConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_fft % 2:
+            raise ConfigError(f"MelConfig.n_fft must be even (centre padding of n_fft // 2 each side), got {self.n_fft}")
         if self.win_length > self.n_fft:
             raise ConfigError(f"MelConfig.win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
         _positive("MelConfig.fmax", self.fmax)
@@ -191,6 +195,27 @@ def check_context(context: str) -> str:
     if not isinstance(context, str) or context not in CONTEXT_MODES:
         raise ConfigError(f"unknown context {context!r}; expected one of {', '.join(CONTEXT_MODES)}")
     return context
+
+
+def check_encoder_config(config: Any) -> MelConfig:
+    """Return ``config`` if the ave encoder can take its mel: a :class:`MelConfig` with 80 bands at
+    80 columns per second (``sample_rate / hop_length``: the windows are 16 columns = 0.2 s, a
+    video frame every 80 / fps columns); else one ConfigError."""
+    if not isinstance(config, MelConfig):
+        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    if config.n_mels != WINDOW_SHAPE[1] or config.frames_per_second != MEL_FPS:
+        raise ConfigError(f"the ave encoder takes {WINDOW_SHAPE[1]} mel bands at {MEL_FPS:g} columns per second "
+                          f"(sample_rate / hop_length); this MelConfig gives {config.n_mels} bands at "
+                          f"{config.frames_per_second:g} ({config.sample_rate} / {config.hop_length})")
+    return config
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool if it is one (Python or NumPy), else raise :class:`ConfigError`:
+    a flag like ``overwrite`` is never guessed from a truthy string such as ``"no"``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def mode_shape(mode: str, radius: int = DEFAULT_RADIUS) -> tuple[int, ...]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _io
 from ._io import atomic_dir, check_dir_target, file_sha256, library_versions, load_npy, read_json
-from .config import DEFAULT_RADIUS, MODES, mode_shape
+from .config import DEFAULT_RADIUS, MODES, check_flag, mode_shape
 from .context import context_windows, reshape_for_mode
 from .errors import ConfigError, OutputError
 
@@ -529,6 +529,7 @@ def _write(result: Any, output_dir: Any, *, kind: str, output_kind: str, checkpo
             raise ConfigError(f"result must be a Features from pipeline(), got {type(result).__name__}")
     if result.mode not in MODES:
         raise ConfigError(f"result has an unknown mode {result.mode!r}")
+    overwrite, stacked_frames = check_flag("overwrite", overwrite), check_flag("frames", stacked_frames)
     with atomic_dir(output_dir, overwrite=overwrite, kind=output_kind) as tmp:
         meta = _write_into(tmp, result, kind=kind, output_kind=output_kind, checkpoint=checkpoint,
                            progress=progress, weights=weights, extra_meta=extra_meta, stacked_frames=stacked_frames)

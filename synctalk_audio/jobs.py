@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import jobs_plan
+from .config import check_flag
 from .errors import ConfigError, OutputError
 # every public name of jobs_plan (AUDIO_SUFFIXES, read_manifest …) stays importable from here
 from .jobs_plan import (AUDIO_SUFFIXES, FAILURES, SUMMARY, Failure, Item, Outcome, Settings, Summary, _Expected,
@@ -253,7 +254,7 @@ def extract_dataset(
     start = time.perf_counter()
     settings = Settings(checkpoint=str(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint,
                         mode=mode, radius=radius, precision=precision, device=device, fps=fps, context=context,
-                        frames=bool(frames), batch_size=batch_size, threads=threads)
+                        frames=check_flag("frames", frames), batch_size=batch_size, threads=threads)
     if not isinstance(settings.checkpoint, str):
         raise ConfigError(f"checkpoint must be a path or 'seeded' (every worker loads it), "
                           f"got {type(checkpoint).__name__}")

@@ -22,8 +22,8 @@ from einops import rearrange
 from . import __version__
 from .audio import check_waveform, load_audio, load_channel
 from .batches import check_positive_int
-from .config import DEFAULT_RADIUS, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, check_mode, \
-    check_radius, mode_shape
+from .config import DEFAULT_RADIUS, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_encoder_config, check_fps, \
+    check_mode, check_radius, mode_shape
 from .context import context_window, context_windows, pad_context, reshape_for_mode
 from .dsp import melspectrogram
 from .engines import PRECISIONS, Precision, encode_batch, resolve_encoder
@@ -190,8 +190,7 @@ def pipeline(
     fps = check_fps(MODE_FPS[mode] if fps is None else fps)
     check_context(context)
     radius = check_radius(radius)
-    if not isinstance(config, MelConfig):
-        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    check_encoder_config(config)
     if hubert_odd not in _HUBERT_ODD:
         raise ConfigError(f"hubert_odd must be 'drop' or 'pad', got {hubert_odd!r}")
     check_positive_int("batch_size", batch_size)

@@ -165,7 +165,7 @@ class StreamPool:
     def reset(self, key: Hashable) -> None:
         """Forget ``key``'s input (it starts again at its next push)."""
         with self._lock:
-            self._states.pop(key, None)  # its pending rows, if any, are dropped when collected
+            self._states.pop(_check_key(key), None)  # its pending rows, if any, are dropped when collected
             self._ids.pop(key, None)
             self._held.pop(key, None)
 
@@ -250,6 +250,8 @@ class StreamPool:
         """
         if not isinstance(chunks, Mapping):
             raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
+        for key in chunks:  # a custom Mapping may yield unhashable keys: refuse the push before anything
+            _check_key(key)
         with self._lock:
             # 1. the rows of the push `overlap` pushes ago (overlap=1: its encoding had the cores to
             #    itself since that push returned; a mel step running beside it measured a worse p99 tick)
@@ -387,7 +389,7 @@ class StreamPool:
             stays open
         """
         with self._lock:
-            if key not in self._states:
+            if _check_key(key) not in self._states:
                 raise StreamError(f"no open stream {key!r}")
             self._hold(self._collect(all_=True))
             state = self._states[key]
@@ -424,6 +426,16 @@ def _merged(first: Mapping[Hashable, np.ndarray], then: Mapping[Hashable, np.nda
         out[key] = frames if have is None or not have.shape[0] else \
             have if not frames.shape[0] else np.concatenate([have, frames])
     return out
+
+
+def _check_key(key: Any) -> Hashable:
+    """``key`` if it can name a stream (hashable), else one StreamError line."""
+    try:
+        hash(key)
+    except TypeError:
+        raise StreamError(f"a stream key must be hashable (a str, int, tuple…), got {type(key).__name__} "
+                          f"{key!r:.60}") from None
+    return key
 
 
 class PoolError(StreamError):

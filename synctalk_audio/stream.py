@@ -44,12 +44,15 @@ import numpy as np
 
 from .batches import check_positive_int
 from .config import DEFAULT_RADIUS, MEL_FPS, MEL_STEP, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, \
-    check_mode, check_radius, mode_shape
+    check_encoder_config, check_mode, check_radius, mode_shape
 from .context import margin_rows, window_view
 from .dsp import MelCarry, mel_init, mel_step
 from .engines import resolve_encoder, run_engine
 from .errors import AudioError, ConfigError, ShapeError, StreamError
 from .frames import frame_count, gather_windows, window_start
+
+#: Largest sample magnitude a stream takes, as offline (audio.check_waveform): float32's range.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 __all__ = ["StreamingPipeline", "StreamPool", "PoolError", "Latency", "latency_for", "RADIUS", "StreamReport",
            "run_stream", "save_frames", "check_frames_path"]
@@ -157,19 +160,27 @@ def _check_chunk(samples: Any) -> np.ndarray:
     """Validate one pushed chunk; return it as a 1-D float array (not yet float64)."""
     if isinstance(samples, (str, bytes)) or samples is None:
         raise AudioError(f"push() needs a 1-D float array of samples, got {type(samples).__name__}")
-    arr = np.asarray(samples)
+    try:
+        arr = np.asarray(samples)
+    except (ValueError, TypeError):  # e.g. a ragged list: numpy cannot make one array of it
+        raise AudioError(f"push() needs a 1-D float array of samples; numpy cannot make one array of this "
+                         f"{type(samples).__name__} (ragged or mixed items); the chunk was not consumed") from None
     if arr.dtype.kind != "f":
         hint = " (int PCM: divide by 32768 as float32 first)" if arr.dtype.kind in "iu" else ""
         raise AudioError(f"pushed samples must be floating point (float32 at 16 kHz), got dtype {arr.dtype}{hint}")
     if arr.ndim != 1:
         hint = " (mix channels first, e.g. synctalk_audio.to_mono(chunk) for (n, channels))" if arr.ndim == 2 else ""
         raise AudioError(f"pushed samples must be a 1-D mono array, got shape {arr.shape}{hint}")
-    if arr.size and not np.isfinite(arr).all():
-        bad = ~np.isfinite(arr)
-        if bad.any():
+    if arr.size:
+        lo, hi = float(arr.min()), float(arr.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad = ~np.isfinite(arr)
             first = int(np.argmax(bad))
             raise AudioError(f"pushed chunk has {int(bad.sum())} non-finite samples "
                              f"(first at index {first}: {arr[first]!r}); the chunk was not consumed")
+        if max(-lo, hi) > _FLOAT32_MAX:  # as offline refuses it: the float64 STFT would overflow
+            raise AudioError(f"pushed chunk has sample magnitude {max(-lo, hi):.3g}, beyond float32 range "
+                             "(|x| <= 3.4e38; samples are expected in about [-1, 1]); the chunk was not consumed")
     return arr
 
 
@@ -431,8 +442,7 @@ def _geometry(mode: str, fps: "float | None", radius: int, context: str, config:
             raise ConfigError("config (the mel preset) applies to mode 'ave'; wenet's Kaldi fbank is fixed")
         radius = check_radius(radius)
         return WenetGeometry(radius=radius, context=check_context(context), shape=mode_shape(mode, radius))
-    if not isinstance(config, MelConfig):
-        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    check_encoder_config(config)
     radius = check_radius(radius)
     return _Geometry(config=config, fps=check_fps(MODE_FPS[mode] if fps is None else fps), radius=radius,
                      context=check_context(context), shape=mode_shape(mode, radius))

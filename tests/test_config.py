@@ -60,3 +60,30 @@ def test_import_does_not_load_torch():
 
     code = "import sys, synctalk_audio; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(sample_rate=22050), "80 mel bands at 80 columns per second"),  # once: 132 frames for 96, silently
+    (dict(hop_length=160), "gives 80 bands at 100"),
+    (dict(n_mels=64), "gives 64 bands"),                                   # once: a raw torch error in a stream
+])
+def test_the_encoder_refuses_a_mel_it_cannot_take(change, match):
+    import dataclasses
+
+    import numpy as np
+
+    import synctalk_audio as sa
+
+    config = dataclasses.replace(sa.SYNCTALK_2D, **change)
+    sa.melspectrogram(np.zeros(3200), config)  # the mel itself is fine
+    with pytest.raises(sa.ConfigError, match=match):
+        sa.pipeline(np.zeros(16000, np.float32), checkpoint="seeded", device="cpu", config=config)
+    with pytest.raises(sa.ConfigError, match=match):
+        sa.StreamingPipeline(checkpoint="seeded", device="cpu", config=config)
+
+
+def test_n_fft_must_be_even():
+    import synctalk_audio as sa
+
+    with pytest.raises(sa.ConfigError, match="n_fft must be even"):
+        sa.MelConfig(n_fft=801, win_length=800)

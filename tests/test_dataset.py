@@ -466,3 +466,17 @@ def test_tolerance_rules():
         ds.Tolerance(atol=-1.0)
     with pytest.raises(ConfigError):
         ds.Tolerance(atol=float("nan"))
+
+
+def test_empty_output_path_and_non_bool_flags_are_refused(result, tmp_path, monkeypatch):
+    """write_features(result, "") once replaced the current directory; overwrite="no" replaced an
+    output (a truthy string)."""
+    ds.write_features(result, tmp_path / "out")
+    monkeypatch.chdir(tmp_path / "out")
+    with pytest.raises(OutputError, match="path is empty"):
+        ds.write_features(result, "", overwrite=True)
+    with pytest.raises(ConfigError, match="overwrite must be True or False, got 'no'"):
+        ds.write_features(result, tmp_path / "out", overwrite="no")
+    with pytest.raises(ConfigError, match="frames must be True or False"):
+        ds.write_features(result, tmp_path / "other", frames=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (tmp_path / "out" / "metadata.json").is_file()

@@ -537,3 +537,40 @@ def test_gpu_benchmark_runs_on_the_cpu_at_toy_sizes(tmp_path):
     if not torch.cuda.is_available():
         bare = subprocess.run([_sys.executable, script], capture_output=True, text=True, timeout=300)
         assert bare.returncode == 0 and "no CUDA device here" in bare.stdout
+
+
+@pytest.mark.parametrize("overlap", [0, 1, 2])
+def test_chunks_numpy_cannot_take_or_beyond_float32_are_one_key_errors(seeded_encoder, speech, overlap):
+    """A ragged list (numpy raises inside np.asarray) or samples beyond float32's range (offline
+    refuses them) for one key: PoolError for that key only, the others advance and stay exact
+    (the ragged list once escaped as a raw ValueError and lost the good keys' frames)."""
+    import collections.abc
+
+    wav = speech[0]
+    off = _offline(wav, seeded_encoder)
+    empty = np.empty((0, *off.shape[1:]), np.float32)
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=overlap)
+    got = [pool.push({"a": wav[:12000]})["a"]]
+    for bad, match in (([[1.0], [1.0, 2.0]], "numpy cannot make one array"), (np.full(320, 1e300), "beyond float32")):
+        with pytest.raises(PoolError) as exc:
+            pool.push({"a": wav[12000 + 320 * len(got) - 320:12000 + 320 * len(got)], "b": bad})
+        assert set(exc.value.errors) == {"b"} and match in str(exc.value.errors["b"])
+        assert isinstance(exc.value.errors["b"], sa.AudioError)
+        got.append(exc.value.frames.get("a", empty))
+    got += [pool.push({"a": wav[12640:]})["a"], pool.flush("a")]
+    np.testing.assert_array_equal(np.concatenate(got), off)
+    assert pool.keys() == []
+
+    class Odd(collections.abc.Mapping):  # a Mapping with an unhashable key
+        def __getitem__(self, key):
+            return wav[:320]
+
+        def __iter__(self):
+            return iter([["list"]])
+
+        def __len__(self):
+            return 1
+
+    for call in (lambda: pool.push(Odd()), lambda: pool.flush(["x"]), lambda: pool.reset({"x": 1})):
+        with pytest.raises(sa.StreamError, match="must be hashable"):
+            call()

@@ -228,6 +228,8 @@ def test_rejected_chunks_do_not_corrupt_the_stream(seeded_encoder, demo_wav):
         (np.float32(0.5), "1-D"),
         ("wav", "1-D float array"),
         (np.array([1 + 1j]), "floating point"),
+        ([[0.1], [0.1, 0.2]], "numpy cannot make one array"),  # ragged: once a raw ValueError
+        (np.full(320, 1e39), "beyond float32 range"),            # offline refuses it too
     ]
     for chunk, match in bad:
         with pytest.raises(sa.AudioError, match=match):
