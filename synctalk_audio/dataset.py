@@ -220,7 +220,7 @@ def weights_info(checkpoint: Any, *, encoder: Any = None) -> dict[str, Any]:
 
     Parameters
     ----------
-    checkpoint : path, state dict, AudioEncoder, OnnxEncoder, an engine of the seam, or None
+    checkpoint : path, "seeded", state dict, AudioEncoder, OnnxEncoder, an engine of the seam, or None
         A path also gets the file's sha256. ``state_dict_sha256`` is the hash of the weights as
         loaded into the AudioEncoder (keys without prefix, the golden manifest's definition).
         For an .onnx encoder it and the untrained flag come from the export's
@@ -249,8 +249,16 @@ def weights_info(checkpoint: Any, *, encoder: Any = None) -> dict[str, Any]:
         return _engine_weights_info(checkpoint)
     from .encoder import AudioEncoder, load_encoder, state_dict_sha256
 
+    from .engines import SEEDED
+
     info: dict[str, Any] = {}
-    if isinstance(checkpoint, (str, os.PathLike)):
+    if isinstance(checkpoint, str) and checkpoint == SEEDED:  # as every entry point takes it
+        from .seeded import seeded_state_dict
+
+        if not isinstance(encoder, AudioEncoder):
+            encoder = load_encoder(seeded_state_dict(0), device="cpu")
+        info["checkpoint"] = SEEDED
+    elif isinstance(checkpoint, (str, os.PathLike)):
         path = Path(checkpoint)
         if not isinstance(encoder, AudioEncoder):
             encoder = load_encoder(path, device="cpu")

@@ -28,16 +28,18 @@ from .context import context_window, context_windows, pad_context, reshape_for_m
 from .dsp import melspectrogram
 from .engines import PRECISIONS, Precision, encode_batch, resolve_encoder
 from .errors import ConfigError
-from .frames import readonly, window, window_starts
+from .frames import window, window_starts
 
 __all__ = ["Features", "pipeline", "AudioPipeline", "PRECISIONS", "Precision"]
 
 _HUBERT_ODD = ("drop", "pad")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Features:
-    """Everything :func:`pipeline` computed for one audio clip (arrays are read-only).
+    """Everything :func:`pipeline` computed for one audio clip (arrays are read-only, down to the
+    memory they view: ``setflags(write=True)`` fails). Picklable (``frames`` is rebuilt from
+    ``padded``, not copied); ``==`` is identity (compare arrays with ``numpy.array_equal``).
 
     Attributes
     ----------
@@ -80,6 +82,36 @@ class Features:
         """Frame ``index``'s context window: (2·radius, D), or the mode shape when ``reshape``."""
         win = context_window(self.padded, index, context=self.context, radius=self.radius)
         return reshape_for_mode(win, self.mode) if reshape else win
+
+    def __reduce__(self) -> tuple:
+        """Pickle (and ``copy.deepcopy``) the arrays and a plain dict of the metadata; ``frames``, a
+        view of ``padded``, is rebuilt on load rather than stored (it would be 2·radius times larger)."""
+        return (_features, (self.mel, self.features, self.padded, self.mode, self.fps, self.context,
+                            dict(self.metadata), self.radius))
+
+
+def _sealed(arr: np.ndarray) -> np.ndarray:
+    """``arr`` read-only down to the array that owns its memory (``setflags(write=True)`` then fails
+    on it and on every view of it). Only for arrays this module made."""
+    chain = []
+    while isinstance(arr, np.ndarray):
+        chain.append(arr)
+        arr = arr.base
+    for a in reversed(chain):  # the owner first: a view cannot stay writeable over a read-only base
+        a.setflags(write=False)
+    view = chain[0].view()  # the owner itself could turn WRITEABLE back on; a view of it cannot
+    view.setflags(write=False)
+    return view
+
+
+def _features(mel: "np.ndarray | None", features: np.ndarray, padded: np.ndarray, mode: str, fps: float,
+              context: str, metadata: Mapping[str, Any], radius: int) -> Features:
+    """A :class:`Features` of arrays this module made (sealed read-only), ``frames`` built from ``padded``."""
+    padded = _sealed(padded)
+    frames = reshape_for_mode(context_windows(padded, context=context, radius=radius), mode)
+    return Features(mel=None if mel is None else _sealed(mel), features=_sealed(features), padded=padded,
+                    frames=frames, mode=mode, fps=fps, context=context, metadata=MappingProxyType(dict(metadata)),
+                    radius=radius)
 
 
 def _value_range(arr: np.ndarray) -> list[float]:
@@ -225,20 +257,9 @@ def pipeline(
 
         mel, features = wenet_features(wav, engine, batch_size=batch_size, return_fbank=True)
         padded = rearrange(features, "k rows d -> k (rows d)")
-    frames = reshape_for_mode(context_windows(padded, context=context, radius=radius), mode)
     metadata = _metadata(source=source, n_samples=n_samples, mode=mode, fps=fps, context=context, radius=radius,
                          engine=engine, config=config, mel=mel, features=features, padded=padded, extra=extra)
-    return Features(
-        mel=None if mel is None else readonly(mel),
-        features=readonly(features),
-        padded=readonly(padded),
-        frames=frames,
-        mode=mode,
-        fps=fps,
-        context=context,
-        metadata=MappingProxyType(metadata),
-        radius=radius,
-    )
+    return _features(mel, features, padded, mode, fps, context, metadata, radius)
 
 
 class AudioPipeline:

@@ -480,3 +480,9 @@ def test_empty_output_path_and_non_bool_flags_are_refused(result, tmp_path, monk
     with pytest.raises(ConfigError, match="frames must be True or False"):
         ds.write_features(result, tmp_path / "other", frames=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (tmp_path / "out" / "metadata.json").is_file()
+
+
+def test_writers_take_checkpoint_seeded_like_every_entry_point(result, tmp_path):
+    meta = ds.write_features(result, tmp_path / "f", checkpoint="seeded")
+    assert meta["weights"]["untrained_seeded"] is True and meta["weights"]["checkpoint"] == "seeded"
+    assert ds.write_reference(result, tmp_path / "r", frames=False, checkpoint="seeded")["weights"]["untrained_seeded"]

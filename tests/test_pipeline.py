@@ -130,3 +130,26 @@ def test_engine_cache_reuses_a_file_and_reloads_a_changed_one(tmp_path):
     os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))
     b = sa.resolve_encoder(path, device="cpu")
     assert b is not a and b.provenance["state_dict_sha256"] != a.provenance["state_dict_sha256"]
+
+
+def test_features_are_sealed_picklable_and_compared_by_identity(seeded_encoder):
+    """Features arrays cannot be made writeable again (setflags once succeeded: they were
+    read-only views of writeable memory); pickle and deepcopy round-trip (the metadata proxy once
+    refused), with frames rebuilt as a view of padded; == is identity, never numpy's ambiguity."""
+    import copy
+    import pickle
+
+    out = sa.pipeline(golden_input("speech_16k_mono"), checkpoint=seeded_encoder, device="cpu")
+    for name in ("mel", "features", "padded", "frames"):
+        arr = getattr(out, name)
+        for view in (arr, arr.view(), arr[1:]):
+            with pytest.raises(ValueError):
+                view.setflags(write=True)
+    for twin in (pickle.loads(pickle.dumps(out)), copy.deepcopy(out)):
+        for name in ("mel", "features", "padded", "frames"):
+            np.testing.assert_array_equal(getattr(twin, name), getattr(out, name))
+        assert not twin.frames.flags.owndata and twin.metadata == out.metadata  # a view, as built
+        with pytest.raises(ValueError):
+            twin.padded.setflags(write=True)
+        assert twin != out and twin == twin
+    assert len(pickle.dumps(out)) < 4 * out.padded.nbytes + out.mel.nbytes  # frames not stored
