@@ -48,7 +48,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .errors import OutputError, ShapeError
+from .errors import ConfigError, OutputError, ShapeError
 
 __all__ = [
     "LIBRARY",
@@ -156,17 +156,33 @@ def output_kind(meta: Any) -> str | None:
     return {"reference": "reference", "intermediates": "reference", "features": "features"}.get(legacy)
 
 
+def check_path_type(path: Any, what: str = "output path") -> str:
+    """``os.fspath(path)`` if ``path`` is a str or os.PathLike naming a text path without NUL
+    bytes; else one ConfigError line (not the TypeError/ValueError deep inside os or pathlib)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{what} must be a str or os.PathLike, got {type(path).__name__} {path!r:.60}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} must be text, got {type(text).__name__} {text!r:.60} (decode it first)")
+    if "\x00" in text:
+        raise ConfigError(f"{what} {text!r:.80} contains a NUL byte")
+    return text
+
+
 def _absolute(path: "str | os.PathLike") -> Path:
     # abspath also normalises "." and "x/..": the temp sibling of "-o ." must not land inside it
-    return Path(os.path.abspath(Path(path).expanduser()))
+    return Path(os.path.abspath(Path(check_path_type(path)).expanduser()))
 
 
 def _absolute_dir(path: "str | os.PathLike") -> Path:
     """Absolute path of a directory target; a symlink to a directory is resolved (the rename
     then replaces the directory it points to, not the link)."""
     target = _absolute(path)
-    if target.is_symlink() and target.is_dir():
-        return Path(os.path.realpath(target))
+    try:
+        if target.is_symlink() and target.is_dir():
+            return Path(os.path.realpath(target))
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise OutputError(f"cannot use output path {target}: {_one_line(exc)}") from None
     return target
 
 
@@ -200,14 +216,14 @@ def _not_regular(path: Path, mode: int) -> OutputError:
 def check_names_a_file(path: "str | os.PathLike") -> None:
     """Raise OutputError if ``path`` ends with a separator (``out/``: a directory, whatever exists
     there), before ``Path`` drops that separator."""
-    if os.fspath(path).endswith(("/", os.sep)):
+    if check_path_type(path).endswith(("/", os.sep)):
         raise OutputError(f"output path {os.fspath(path)} names a directory; expected a file name")
 
 
 def check_names_a_dir(path: "str | os.PathLike") -> None:
     """Raise OutputError if ``path`` cannot name an output directory: empty (it would be the
     current directory), or ending in a file suffix (``out.npy``, ``x.onnx``…)."""
-    if not os.fspath(path):
+    if not check_path_type(path):
         raise OutputError("output directory path is empty; give a folder name")
     suffix = Path(path).suffix
     if suffix.lower() in FILE_SUFFIXES:

@@ -551,7 +551,7 @@ def _write(result: Any, output_dir: Any, *, kind: str, output_kind: str, checkpo
 
 def input_dir(path: "str | os.PathLike", what: str) -> Path:
     """``path`` as an existing directory to read (``what``: "reference", "candidate")."""
-    p = Path(path).expanduser()
+    p = Path(_io.check_path_type(path, f"{what} directory")).expanduser()
     if not os.path.lexists(p):
         raise OutputError(f"{what} directory not found: {p}")
     if not p.is_dir():

@@ -272,7 +272,9 @@ def _check_dest(dest: Path, *, overwrite: bool) -> bool:
 
 def _check_target(path: "str | os.PathLike", suffix: str, *, overwrite: bool = False) -> Path:
     """The destination (and its ``.json``) checked against the output rule; nothing is created."""
-    dest = Path(path)
+    from ._io import check_path_type
+
+    dest = Path(check_path_type(path, "export path"))
     if dest.suffix != suffix:
         raise OutputError(f"export path {dest} must end with {suffix!r}")
     if dest.exists() and (dest.is_dir() != (suffix == ".mlpackage")):

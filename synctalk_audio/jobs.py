@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import jobs_plan
+from ._io import check_path_type
 from .config import check_flag
 from .errors import ConfigError, OutputError
 # every public name of jobs_plan (AUDIO_SUFFIXES, read_manifest …) stays importable from here
@@ -135,7 +136,7 @@ def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
 def _out_path(out: "str | os.PathLike", src_dir: "Path | None") -> Path:
     """``out`` → the absolute OUT folder, checked but not created: not empty, not a file, and
     neither ``src_dir`` (SRC when it is a directory) nor inside it."""
-    if not os.fspath(out):
+    if not check_path_type(out, "OUT"):
         raise OutputError("OUT is empty: -o names the folder that gets one sub-folder per input")
     root = Path(os.path.abspath(Path(out).expanduser()))
     if os.path.lexists(root) and not root.is_dir():

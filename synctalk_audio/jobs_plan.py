@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
 
+from ._io import check_path_type
 from .errors import ConfigError, SyncTalkAudioError
 
 __all__ = [
@@ -282,7 +283,7 @@ def find_inputs(src: "str | os.PathLike") -> tuple[Path, list[Path]]:
     ConfigError
         SRC missing, an audio file itself, a directory without audio files, a bad manifest.
     """
-    p = Path(src).expanduser()
+    p = Path(check_path_type(src, "SRC")).expanduser()
     if not os.path.lexists(p):
         raise ConfigError(f"SRC not found: {p} (expected a directory of audio files or a manifest)")
     if p.is_dir():

@@ -46,8 +46,14 @@ def check_figure_path(path: "str | os.PathLike", *, overwrite: bool = False) -> 
     _matplotlib_figure()
     from matplotlib.backend_bases import FigureCanvasBase
 
-    target = Path(path).expanduser()
-    if target.is_dir():
+    from ._io import check_path_type
+
+    target = Path(check_path_type(path)).expanduser()
+    try:
+        is_dir = target.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise OutputError(f"cannot use output path {target}: {' '.join(str(exc).split())}") from None
+    if is_dir:
         raise OutputError(f"output path {target} is a directory; expected an image file name like fig.png")
     for parent in target.parents:
         if parent.exists() and not parent.is_dir():
@@ -84,8 +90,10 @@ def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120, overwrit
     OutputError
         As :func:`check_figure_path`, or the write fails (no partial file is left).
     """
+    from ._io import check_path_type
+
     dpi = check_dpi(dpi)
-    target = Path(path).expanduser()
+    target = Path(check_path_type(path)).expanduser()
     fmt = check_figure_path(target, overwrite=overwrite)
     with atomic_file(target, overwrite=overwrite) as fh:
         fig.savefig(fh, format=fmt, dpi=dpi)

@@ -334,3 +334,25 @@ def test_load_npy_round_trips(tmp_path):
 
 def test_errors_are_library_errors():
     assert issubclass(OutputError, SyncTalkAudioError) and issubclass(ShapeError, SyncTalkAudioError)
+
+
+@pytest.mark.parametrize("bad,match", [(None, "must be a str or os.PathLike, got NoneType"),
+                                       (5, "got int 5"), (b"/tmp/x", "got bytes"),
+                                       ("/tmp/a\x00b", "contains a NUL byte")])
+def test_path_arguments_of_the_wrong_type_are_one_config_error(tmp_path, bad, match):
+    """Every writer and reader of the API names a bad path argument in one ConfigError (they
+    raised os/pathlib TypeErrors and ValueErrors from deep inside)."""
+    import synctalk_audio as sa
+    from synctalk_audio.errors import ConfigError
+
+    out = sa.pipeline(np.sin(np.arange(16000) / 30).astype(np.float32), checkpoint="seeded", device="cpu")
+    calls = [lambda: sa.write_features(out, bad), lambda: sa.write_reference(out, bad, frames=False),
+             lambda: sa.read_reference(bad), lambda: sa.validate(bad, tmp_path), lambda: sa.export_onnx("seeded", bad),
+             lambda: sa.extract_dataset(bad, tmp_path / "o", checkpoint="seeded"),
+             lambda: _io.save_npy(bad, np.zeros(3))]
+    if bad is not None:  # plot_features(path=None) means "do not save"
+        calls.append(lambda: sa.plot_features(out, path=bad))
+    for call in calls:
+        with pytest.raises(ConfigError, match=match):
+            call()
+    assert list(tmp_path.iterdir()) == []
