@@ -6,6 +6,8 @@ Decode with soundfile as float32, mix channels by their plain mean, resample wit
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import stat
 import warnings
@@ -17,7 +19,8 @@ import numpy as np
 from .errors import AudioError, ConfigError, SyncTalkAudioError
 
 __all__ = ["load_audio", "load_channel", "read_audio", "resample", "to_mono", "check_waveform",
-           "MAX_AUDIO_SECONDS", "MAX_SECONDS_ENV", "SAMPLE_RATE_RANGE", "max_audio_seconds", "check_input_file"]
+           "MAX_AUDIO_SECONDS", "MAX_SECONDS_ENV", "SAMPLE_RATE_RANGE", "max_audio_seconds", "check_input_file",
+           "check_number", "check_rate"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -35,6 +38,8 @@ MAX_SECONDS_ENV = "SYNCTALK_AUDIO_MAX_SECONDS"
 # Frames decoded per block: the (block, channels) buffer is mixed to mono at once, so only one
 # mono copy of the clip is ever held, whatever the channel count.
 _BLOCK_FRAMES = 1 << 16
+# The sample dtypes soxr resamples.
+_SOXR_DTYPES = ("float32", "float64", "int16", "int32")
 # The integer PCM dtypes a decoder produces and how soundfile scales them to float.
 _PCM_FIX = {
     "int8": "wav.astype(np.float32) / 128",
@@ -42,6 +47,45 @@ _PCM_FIX = {
     "int16": "wav.astype(np.float32) / 32768",
     "int32": "wav.astype(np.float32) / 2**31",
 }
+
+
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_number(name: str, value: Any, *, lo: "float | None" = None, hi: "float | None" = None,
+                 lo_open: bool = False, hi_open: bool = False, integer: bool = False, note: str = "") -> Any:
+    """``value`` if it is a finite real number (an integer if ``integer``) within the bounds, else
+    one :class:`ConfigError` naming ``name``, the value and the interval expected.
+
+    Plain Python, no numpy call: cheap enough for the keyword scalars of per-call functions.
+    Bools, strings, None, arrays and NaN/Inf are refused; NumPy scalars are accepted. Returns
+    an int for ``integer`` (a NumPy integer converted), else the value itself (unchanged, so a
+    checked coefficient computes exactly what it did before the check). ``note`` ends the
+    message (why the bounds are what they are).
+    """
+    cls = type(value)  # int and float first: the ABC isinstance costs more than the rest of the check
+    if (cls is int or (cls is float and not integer)
+            or (isinstance(value, numbers.Integral if integer else numbers.Real) and cls is not bool)) \
+            and (integer or math.isfinite(value)) \
+            and (lo is None or (value > lo if lo_open else value >= lo)) \
+            and (hi is None or (value < hi if hi_open else value <= hi)):
+        return int(value) if integer else value
+    kind = "an integer" if integer else "a finite number"
+    if lo is not None and hi is not None:
+        where = f" in {'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}{')' if hi_open else ']'}"
+    elif lo is not None:
+        where = f" {'>' if lo_open else '>='} {_bound(lo)}"
+    elif hi is not None:
+        where = f" {'<' if hi_open else '<='} {_bound(hi)}"
+    else:
+        where = ""
+    raise ConfigError(f"{name} must be {kind}{where}, got {value!r:.80}" + (f" ({note})" if note else ""))
+
+
+def check_rate(name: str, value: Any) -> int:
+    """A sample rate in Hz as an int: an integer within :data:`SAMPLE_RATE_RANGE`, else ConfigError."""
+    return check_number(name, value, lo=SAMPLE_RATE_RANGE[0], hi=SAMPLE_RATE_RANGE[1], integer=True)
 
 
 def max_audio_seconds(max_seconds: "float | None" = None) -> float:
@@ -151,12 +195,20 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     Parameters
     ----------
     wav : ndarray, shape (n,)
+        float32 or float64 samples (int16/int32 PCM is resampled as it is).
     orig_sr, target_sr : int
-        Rates in Hz.
+        Rates in Hz, within :data:`SAMPLE_RATE_RANGE` (1–768 kHz).
 
     Returns
     -------
     ndarray, shape (ceil(n * target_sr / orig_sr),), the dtype of ``wav``.
+
+    Raises
+    ------
+    ConfigError
+        A rate that is not an integer in 1000–768000 Hz.
+    AudioError
+        Samples that are not 1-D, hold NaN/Inf, or have a dtype soxr does not take.
 
     Examples
     --------
@@ -165,6 +217,11 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """
     import soxr
 
+    orig_sr, target_sr = check_rate("orig_sr", orig_sr), check_rate("target_sr", target_sr)
+    wav = check_waveform(wav, name="wav", integers=True)
+    if wav.dtype.name not in _SOXR_DTYPES:
+        raise AudioError(f"resample takes {', '.join(_SOXR_DTYPES)} samples, got dtype {wav.dtype}; "
+                         "convert with wav.astype(np.float32)")
     if orig_sr == target_sr:
         return wav
     ratio = float(target_sr) / orig_sr
@@ -300,9 +357,7 @@ def read_audio(path: str | os.PathLike, *, dtype: str = "float32",
 
 
 def _check_sr(sr: int) -> int:
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ConfigError(f"sr must be a positive integer sample rate, got {sr!r}")
-    return int(sr)
+    return check_rate("sr", sr)
 
 
 def _check_block(mono: np.ndarray, offset: int, p: Path) -> None:
@@ -409,7 +464,7 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, *, max_seconds: "float 
     path : str or PathLike
         Audio file.
     sr : int
-        Target rate in Hz (16000 for SyncTalk_2D).
+        Target rate in Hz (16000 for SyncTalk_2D), within :data:`SAMPLE_RATE_RANGE` (1–768 kHz).
     max_seconds : float, optional
         Longest file accepted, from its header before decoding (default
         ``$SYNCTALK_AUDIO_MAX_SECONDS`` or :data:`MAX_AUDIO_SECONDS`, 3 h; ``math.inf``: none).
@@ -421,6 +476,8 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, *, max_seconds: "float 
 
     Raises
     ------
+    ConfigError
+        ``sr`` not an integer in 1000–768000 Hz.
     AudioError
         Missing, a directory, empty, undecodable, without samples, a declared rate outside
         1–768 kHz, longer than the ceiling, or with NaN/Inf (or beyond-float32) samples.
@@ -448,7 +505,7 @@ def load_channel(path: str | os.PathLike, sr: int = 16000, *, channel: int = 0,
     ----------
     path : str or PathLike
     sr : int
-        Target rate (16000).
+        Target rate (16000), within :data:`SAMPLE_RATE_RANGE` (1–768 kHz).
     channel : int
         Channel index (0, as upstream).
     max_seconds : float, optional

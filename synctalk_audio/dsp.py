@@ -11,8 +11,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .audio import check_waveform
-from .config import SYNCTALK_2D, MelConfig
+from .audio import check_number, check_rate, check_waveform
+from .batches import check_positive_int
+from .config import SYNCTALK_2D, MelConfig, _positive, check_flag
 from .errors import ConfigError, ShapeError
 
 __all__ = [
@@ -34,7 +35,17 @@ __all__ = [
     "mel_step",
     "mel_frames",
     "mel_columns",
+    "MAX_N_FFT",
+    "MAX_N_MELS",
 ]
+
+#: Largest ``n_fft`` accepted (4 s at 16 kHz): beyond it a frame or a mel basis takes gigabytes.
+MAX_N_FFT = 1 << 16
+#: Most mel bands :func:`mel_basis` builds (and never more than the ``1 + n_fft // 2`` bins).
+MAX_N_MELS = 1024
+#: ``x·x`` of a block of samples at most this (float32's largest value, squared) proves every
+#: sample finite and within float32 range, as :func:`~synctalk_audio.audio.check_waveform` wants.
+_DOT_LIMIT = float(np.finfo(np.float32).max) ** 2
 
 def _check_finite(arr: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(arr)
@@ -49,6 +60,41 @@ def _check_finite(arr: np.ndarray, name: str) -> np.ndarray:
 _BLOCK_FRAMES = 4096
 
 
+def _check_n_fft(n_fft: object) -> int:
+    return check_number("n_fft", n_fft, lo=1, hi=MAX_N_FFT, integer=True)
+
+
+def _check_n_mels(n_mels: object, n_fft: int) -> int:
+    return check_number("n_mels", n_mels, lo=1, hi=min(MAX_N_MELS, 1 + n_fft // 2), integer=True,
+                        note=f"at most the 1 + n_fft // 2 frequency bins of n_fft={n_fft}, and {MAX_N_MELS}")
+
+
+def _check_config(config: object) -> MelConfig:
+    """``config`` if it is a MelConfig whose n_fft and n_mels are within the bounds, else ConfigError."""
+    if not isinstance(config, MelConfig):
+        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    if config.n_fft > MAX_N_FFT or config.n_mels > min(MAX_N_MELS, config.n_freqs):
+        _check_n_mels(config.n_mels, _check_n_fft(config.n_fft))
+    return config
+
+
+def _check_samples(samples: object) -> np.ndarray:
+    """:func:`mel_step`'s samples, with offline's verdict (:func:`check_waveform`) at a fraction of
+    its cost per push (one numpy call, no temporary of the min/max kind): 1-D float32 samples
+    need only be finite (float32 cannot exceed its own range); 1-D float64 samples whose ``x·x``
+    is at most float32's largest value squared are finite and within float32 range. Anything
+    else (NaN, Inf, a huge sample, other dtypes or shapes) gets the full check and its AudioError."""
+    if type(samples) is np.ndarray and samples.ndim == 1:
+        if samples.dtype == np.float32:
+            if np.isfinite(samples).all():
+                return samples
+        elif samples.dtype == np.float64:
+            with np.errstate(over="ignore", invalid="ignore"):
+                if samples.dot(samples) <= _DOT_LIMIT:
+                    return samples
+    return check_waveform(samples, name="mel_step samples")
+
+
 def preemphasis(wav: np.ndarray, k: float = 0.97) -> np.ndarray:
     """First-order pre-emphasis ``y[0] = x[0]``, ``y[n] = x[n] - k·x[n-1]``.
 
@@ -59,7 +105,7 @@ def preemphasis(wav: np.ndarray, k: float = 0.97) -> np.ndarray:
     ----------
     wav : ndarray, shape (n,)
     k : float
-        Coefficient in [0, 1).
+        Coefficient in [0, 1) (a real number: a string or an array is a ConfigError).
 
     Returns
     -------
@@ -71,8 +117,7 @@ def preemphasis(wav: np.ndarray, k: float = 0.97) -> np.ndarray:
     array([1.  , 0.03, 0.03])
     """
     x = check_waveform(wav)
-    if not (0.0 <= k < 1.0):
-        raise ConfigError(f"preemphasis coefficient must be in [0, 1), got {k!r}")
+    check_number("preemphasis coefficient k", k, lo=0.0, hi=1.0, hi_open=True)
     x64 = x.astype(np.float64, copy=False)
     y = x64.copy()
     if k != 0.0:
@@ -175,18 +220,34 @@ def stft(
     Parameters
     ----------
     y : ndarray, shape (n,)
-    n_fft, hop_length, win_length : int
+    n_fft : int
+        In [1, :data:`MAX_N_FFT`] (65536).
+    hop_length : int
+        Positive.
+    win_length : int
+        In [1, n_fft].
     pad_mode : {"constant", "reflect"}
 
     Returns
     -------
     ndarray, complex128, shape (1 + n_fft // 2, 1 + n // hop_length)
 
+    Raises
+    ------
+    ConfigError
+        ``n_fft``, ``hop_length`` or ``win_length`` not an integer in its range, or an unknown
+        ``pad_mode``.
+    AudioError
+        ``y`` not a 1-D real waveform with finite samples.
+
     Examples
     --------
     >>> stft(np.zeros(16000)).shape
     (401, 81)
     """
+    n_fft = _check_n_fft(n_fft)
+    hop_length = check_positive_int("hop_length", hop_length, allow_none=False)
+    win_length = check_number("win_length", win_length, lo=1, hi=n_fft, integer=True, note="at most n_fft")
     x = check_waveform(y).astype(np.float64, copy=False)
     padded = center_pad(x, n_fft, pad_mode)
     return stft_frames(padded, 0, n_mel_frames(x.shape[0], hop_length), n_fft=n_fft,
@@ -239,7 +300,6 @@ def mel_to_hz(mels: np.ndarray, *, htk: bool = False) -> np.ndarray:
     return np.where(log_t, min_log_hz * np.exp(logstep * (m - min_log_mel)), freqs)
 
 
-@lru_cache(maxsize=16)
 def mel_basis(
     *,
     sr: int = 16000,
@@ -255,9 +315,14 @@ def mel_basis(
 
     Parameters
     ----------
-    sr, n_fft, n_mels : int
+    sr : int
+        Sample rate in Hz, in 1000–768000.
+    n_fft : int
+        In [1, :data:`MAX_N_FFT`].
+    n_mels : int
+        In [1, min(1 + n_fft // 2, :data:`MAX_N_MELS`)].
     fmin, fmax : float
-        Band edges in Hz.
+        Band edges in Hz, ``0 <= fmin < fmax <= sr / 2`` (no ``None``: give ``sr / 2``).
     htk : bool
         HTK mel scale instead of Slaney's.
 
@@ -265,13 +330,30 @@ def mel_basis(
     -------
     ndarray, float32, shape (n_mels, 1 + n_fft // 2)
 
+    Raises
+    ------
+    ConfigError
+        Any argument of the wrong type or out of its range.
+
     Examples
     --------
     >>> mel_basis().shape
     (80, 401)
     """
+    sr = check_rate("sr", sr)
+    n_fft = _check_n_fft(n_fft)
+    n_mels = _check_n_mels(n_mels, n_fft)
+    check_number("fmin", fmin)
+    check_number("fmax", fmax)
+    htk = check_flag("htk", htk)
     if not (0 <= fmin < fmax <= sr / 2):
         raise ConfigError(f"mel_basis needs 0 <= fmin < fmax <= sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
+    return _mel_basis(sr, n_fft, n_mels, fmin, fmax, htk)
+
+
+@lru_cache(maxsize=16)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, htk: bool) -> np.ndarray:
+    """:func:`mel_basis` of checked arguments, cached."""
     fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
     mel_pts = np.linspace(hz_to_mel(fmin, htk=htk), hz_to_mel(fmax, htk=htk), n_mels + 2)
     mel_f = mel_to_hz(mel_pts, htk=htk)
@@ -299,8 +381,12 @@ def linear_to_mel(magnitude: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.
     -------
     ndarray, float64, shape (n_mels, T)
     """
-    basis = mel_basis(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-                      fmin=config.fmin, fmax=config.fmax, htk=config.htk)
+    return _linear_to_mel(magnitude, _check_config(config))
+
+
+def _linear_to_mel(magnitude: np.ndarray, config: MelConfig) -> np.ndarray:
+    """:func:`linear_to_mel` with a checked ``config``."""
+    basis = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax, config.htk)
     mag = _check_finite(magnitude, "magnitude")
     if mag.ndim != 2 or mag.shape[0] != basis.shape[1]:
         raise ShapeError(f"magnitude must have shape ({basis.shape[1]}, T), got {mag.shape}")
@@ -315,17 +401,39 @@ def amp_to_db(x: np.ndarray, *, ref_level_db: float = 20.0, min_level_db: float 
     Parameters
     ----------
     x : ndarray, any shape, non-negative
+    ref_level_db : float
+        Finite.
+    min_level_db : float
+        Finite and negative.
 
     Returns
     -------
     ndarray, float64, same shape
+
+    Raises
+    ------
+    ConfigError
+        A keyword that is not a finite number (or ``min_level_db >= 0``).
+    ShapeError
+        ``x`` not real, with NaN/Inf, or negative.
 
     Examples
     --------
     >>> float(amp_to_db(np.array(1.0)))
     -20.0
     """
+    check_number("ref_level_db", ref_level_db)
+    check_number("min_level_db", min_level_db, hi=0, hi_open=True)
     x = _check_finite(x, "amplitude")
+    if x.dtype.kind != "u" and x.size:
+        lowest = x.min()
+        if lowest < 0:
+            raise ShapeError(f"amplitude must be non-negative (a magnitude), got a minimum of {float(lowest)!r}")
+    return _amp_to_db(x, ref_level_db, min_level_db)
+
+
+def _amp_to_db(x: np.ndarray, ref_level_db: float, min_level_db: float) -> np.ndarray:
+    """:func:`amp_to_db`'s formula on a checked ``x``."""
     min_level = np.exp(min_level_db / 20 * np.log(10))
     return 20 * np.log10(np.maximum(min_level, x)) - ref_level_db
 
@@ -345,17 +453,36 @@ def normalize(
     Parameters
     ----------
     S : ndarray, any shape (dB)
+    min_level_db : float
+        Finite and negative.
+    max_abs_value : float
+        Finite and positive.
+    symmetric, clip : bool
 
     Returns
     -------
     ndarray, float64, same shape
+
+    Raises
+    ------
+    ConfigError
+        A keyword of the wrong type or out of its range.
+    ShapeError
+        ``S`` not real, or with NaN/Inf.
 
     Examples
     --------
     >>> normalize(np.array([-100.0, 0.0]))
     array([-4.,  4.])
     """
-    S = _check_finite(S, "decibels")
+    check_number("min_level_db", min_level_db, hi=0, hi_open=True)
+    _positive("max_abs_value", max_abs_value)
+    symmetric, clip = check_flag("symmetric", symmetric), check_flag("clip", clip)
+    return _normalize(_check_finite(S, "decibels"), min_level_db, max_abs_value, symmetric, clip)
+
+
+def _normalize(S: np.ndarray, min_level_db: float, max_abs_value: float, symmetric: bool, clip: bool) -> np.ndarray:
+    """:func:`normalize`'s formula on a checked ``S``."""
     scaled = (S - min_level_db) / (-min_level_db)
     if symmetric:
         out = (2 * max_abs_value) * scaled - max_abs_value
@@ -393,7 +520,14 @@ class MelCarry:
 
 
 def mel_init(config: MelConfig = SYNCTALK_2D) -> MelCarry:
-    """The carry before the first sample: zero left padding (constant) or nothing yet (reflect)."""
+    """The carry before the first sample: zero left padding (constant) or nothing yet (reflect).
+
+    Raises
+    ------
+    ConfigError
+        ``config`` not a :class:`MelConfig`.
+    """
+    _check_config(config)
     if config.pad_mode == "constant":
         return MelCarry(0, None, np.zeros(config.n_fft // 2, np.float64), 0, 0)
     return MelCarry(0, None, np.empty(0, np.float64), None, 0)
@@ -416,10 +550,11 @@ def mel_columns(frames: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarr
     """
     win = hann_window(config.n_fft, config.win_length)
     spec = np.fft.rfft(frames * win, axis=-1).T  # what stft_frames computes
-    db = amp_to_db(linear_to_mel(np.abs(spec), config), ref_level_db=config.ref_level_db,
-                   min_level_db=config.min_level_db)
-    return normalize(db, min_level_db=config.min_level_db, max_abs_value=config.max_abs_value,
-                     symmetric=config.symmetric, clip=config.clip)
+    # the stages without their argument checks (the config's were checked when it was made)
+    db = _amp_to_db(_check_finite(_linear_to_mel(np.abs(spec), config), "amplitude"), config.ref_level_db,
+                    config.min_level_db)
+    return _normalize(_check_finite(db, "decibels"), config.min_level_db, config.max_abs_value, config.symmetric,
+                      config.clip)
 
 
 def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_2D, *,
@@ -436,7 +571,9 @@ def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_
     ----------
     carry : MelCarry
         From :func:`mel_init` or the previous step.
-    samples : float ndarray (k,), k >= 0 (validated by the caller)
+    samples : float ndarray (k,), k >= 0
+        Checked as offline (:func:`~synctalk_audio.audio.check_waveform`): 1-D, floating point,
+        finite, within float32 range — at a cost of one dot product per call when they are.
     config : MelConfig
     final : bool
         The signal ends after ``samples``: pad the end and return the remaining columns up to
@@ -446,7 +583,27 @@ def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_
     -------
     carry : MelCarry
     columns : float64 (n_mels, c), the columns ``[carry.n_cols, carry.n_cols + c)``
+
+    Raises
+    ------
+    ConfigError
+        ``carry`` not a :class:`MelCarry`, ``config`` not a :class:`MelConfig`, ``final`` not a bool.
+    AudioError
+        ``samples`` that offline would refuse: integer PCM, not 1-D, NaN/Inf, beyond float32.
+        The carry given is never changed, so the stream may go on with good samples.
     """
+    if not isinstance(carry, MelCarry):
+        raise ConfigError(f"carry must be a MelCarry (from mel_init(config) or the previous mel_step), "
+                          f"got {type(carry).__name__}")
+    if not isinstance(config, MelConfig):
+        _check_config(config)
+    if final is not False and final is not True:
+        final = check_flag("final", final)
+    return _mel_step(carry, _check_samples(samples), config, final)
+
+
+def _mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig, final: bool) -> tuple[MelCarry, np.ndarray]:
+    """:func:`mel_step` of checked arguments (for callers that checked the samples already)."""
     carry, frames = mel_frames(carry, samples, config, final=final)
     if not frames.shape[0]:
         return carry, np.empty((config.n_mels, 0), np.float64)
@@ -550,8 +707,7 @@ def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarr
     >>> melspectrogram(np.zeros(16000, np.float32)).shape
     (80, 81)
     """
-    if not isinstance(config, MelConfig):
-        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    _check_config(config)
     x = check_waveform(wav)
     if config.pad_mode == "reflect" and x.shape[0] < 2:
         raise ShapeError(f"reflect padding needs at least 2 samples, got {x.shape[0]}")
@@ -559,6 +715,6 @@ def melspectrogram(wav: np.ndarray, config: MelConfig = SYNCTALK_2D) -> np.ndarr
     carry, block = mel_init(config), _BLOCK_FRAMES * config.hop_length
     for lo in range(0, x.shape[0] + 1, block):
         carry_in = carry.n_cols
-        carry, cols = mel_step(carry, x[lo:lo + block], config, final=lo + block > x.shape[0])
+        carry, cols = _mel_step(carry, x[lo:lo + block], config, lo + block > x.shape[0])  # x checked whole
         out[:, carry_in:carry.n_cols] = cols
     return out

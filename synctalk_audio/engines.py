@@ -21,6 +21,7 @@ loop. This module does not import torch: an ``.onnx`` checkpoint never loads it.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,16 +32,20 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from .audio import check_number
 from .batches import check_positive_int, encode_in_batches
 from .config import MEL_STEP, WINDOW_SHAPE, check_mode
 from .errors import CheckpointError, ConfigError, ShapeError, install_hint
 from .frames import MelWindows
 
 __all__ = ["Engine", "Precision", "PRECISIONS", "resolve_encoder", "run_engine", "encode_batch", "SEEDED",
-           "is_engine"]
+           "is_engine", "MAX_MARGIN"]
 
 #: ``checkpoint="seeded"``: deterministic UNTRAINED ave weights (``seeded_state_dict(0)``).
 SEEDED = "seeded"
+#: Most spare rows :func:`encode_batch` allocates each side (``margin``); pad_context needs radius + 1 <= 9.
+MAX_MARGIN = 4096
+_DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
 _TORCH_MISSING = ("PyTorch checkpoints (.pth) need PyTorch (the [torch] extra: " + install_hint("torch") + "), "
                   "or export the encoder once to .onnx and run it with onnxruntime (the [onnx] extra, "
                   "--checkpoint encoder.onnx)")
@@ -119,6 +124,27 @@ def _import_torch_side() -> Any:
     return torch_engines
 
 
+def _check_device(engine: Any, device: str) -> None:
+    """ConfigError when ``device`` (not "auto") is not where ``engine`` runs: an engine is never
+    moved behind the caller's back, as a precision is never changed silently. "cuda" matches any
+    CUDA device; "cuda:N" a given one."""
+    if device == "auto":
+        return
+    asked = _DEVICE.fullmatch(device)
+    if asked is None or (asked.group(1) == "cpu" and asked.group(2) is not None):
+        from .runtime import unknown_device
+
+        raise unknown_device(device)
+    runs = str(getattr(engine, "device", ""))
+    where = _DEVICE.fullmatch(runs)
+    if where is None:  # an engine of our seam that does not say where it runs: nothing to compare
+        return
+    if asked.group(1) != where.group(1) or (None not in (asked.group(2), where.group(2))
+                                            and int(asked.group(2)) != int(where.group(2))):
+        raise ConfigError(f"the encoder given runs on device {runs!r}, not {device!r}: pass device='auto' (or "
+                          f"{runs!r}), or resolve the checkpoint again with device={device!r}")
+
+
 def _check_engine(engine: Any, mode: str, precision: "str | None", device: str, threads: "int | None") -> Any:
     if engine.mode != mode:
         raise ConfigError(f"the encoder given is a {engine.mode!r} engine, not {mode!r}")
@@ -133,6 +159,7 @@ def _check_engine(engine: Any, mode: str, precision: "str | None", device: str, 
             raise ConfigError("precision 'onnx' needs an exported .onnx encoder as checkpoint "
                               "(synctalk-audio export --format onnx)")
         raise ConfigError(f"the encoder given runs precision {engine.precision!r}, not {precision!r}")
+    _check_device(engine, device)
     if threads is not None and engine.precision == "onnx" and getattr(engine, "device", "cpu") == "cpu" \
             and threads != getattr(engine, "threads", threads):
         raise ConfigError(f"the ONNX encoder was loaded with {engine.threads} threads, not {threads}: "
@@ -311,7 +338,8 @@ def _as_windows(windows: Any) -> "np.ndarray | MelWindows":
     """Windows as a MelWindows or a float32 (N, 1, 80, 16) array; ShapeError otherwise."""
     if isinstance(windows, MelWindows):
         if windows.shape[1:] != WINDOW_SHAPE[1:]:
-            raise ShapeError(f"windows must have shape (N, 80, 16), got {windows.shape}")
+            raise ShapeError(f"windows must have shape (N, 80, 16), got {windows.shape}: the ave encoder takes 80 "
+                             f"mel bands, this mel has {windows.shape[1]} (a transposed (T, 80) mel?)")
         return windows
     if type(windows).__module__.split(".")[0] == "torch":
         windows = windows.detach().cpu().numpy()
@@ -361,11 +389,20 @@ def encode_batch(
         Written in place.
     margin : int
         Spare rows to allocate before and after the result (a view into that buffer), so
-        that :func:`pad_context` can add the context rows without copying the features.
+        that :func:`pad_context` can add the context rows without copying the features:
+        an integer in [0, :data:`MAX_MARGIN`], and 0 when ``out`` is given.
 
     Returns
     -------
     ndarray, float32, shape (N, 512)
+
+    Raises
+    ------
+    ConfigError
+        A bad ``batch_size``, ``margin``, ``precision``, ``threads`` or ``device`` — also a
+        ``device`` other than the one a prepared engine runs on ("auto" takes the engine's).
+    ShapeError
+        Windows that are not (N, 80, 16) float32 with finite values.
 
     Notes
     -----
@@ -378,11 +415,14 @@ def encode_batch(
     (3, 512)
     """
     check_positive_int("batch_size", batch_size)
+    margin = check_number("margin", margin, lo=0, hi=MAX_MARGIN, integer=True)
+    if out is not None and margin:
+        raise ConfigError(f"margin={margin} applies to the buffer encode_batch allocates; with out= given it "
+                          "would be ignored: pass margin=0, or allocate the spare rows around out yourself")
     wins = _as_windows(windows)
     engine = resolve_encoder(encoder, mode="ave", precision=precision, device=device, threads=threads)
     n = len(wins)
     if out is None:
-        margin = check_positive_int("margin", margin + 1) - 1  # >= 0
         out = np.empty((n + 2 * margin, *engine.row_shape), dtype=np.float32)[margin: margin + n]
     bar = None
     if progress:

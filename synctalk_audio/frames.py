@@ -12,11 +12,18 @@ from typing import Any
 
 import numpy as np
 
+from .audio import check_number
+from .batches import check_positive_int
 from .config import MEL_FPS, MEL_STEP, check_fps
-from .errors import AudioError, ShapeError
+from .errors import AudioError, ConfigError, ShapeError
 
 __all__ = ["MEL_STEP", "MEL_FPS", "frame_count", "window_start", "window_starts", "window", "MelWindows",
-           "gather_windows", "check_mel"]
+           "gather_windows", "check_mel", "MAX_WINDOWS"]
+
+#: Largest mel length :func:`frame_count` takes: 2**53, where float64 stops counting exactly.
+_MAX_MEL_FRAMES = 1 << 53
+#: Most windows :func:`window_starts` lays out (1 GB of int64 starts; 62 days of video at 25 fps).
+MAX_WINDOWS = 1 << 27
 
 
 def check_mel(mel: np.ndarray, *, n_mels: "int | None" = 80) -> np.ndarray:
@@ -44,9 +51,13 @@ def frame_count(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP,
     Parameters
     ----------
     n_mel_frames : int
-        T, the mel length.
+        T, the mel length: a non-negative integer (a NumPy integer too; not a bool, float or str).
     fps : float
         Video frame rate (25 for ave/hubert, 20 for wenet).
+    mel_step : int
+        Columns per window (16), positive.
+    mel_fps : float
+        Mel columns per second (80.0), positive.
 
     Returns
     -------
@@ -54,6 +65,8 @@ def frame_count(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP,
 
     Raises
     ------
+    ConfigError
+        ``n_mel_frames`` not a non-negative integer, or a bad ``fps``, ``mel_step`` or ``mel_fps``.
     AudioError
         If ``T < 16``: no window fits (audio shorter than 3000 samples at 16 kHz).
 
@@ -63,7 +76,13 @@ def frame_count(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP,
     22
     """
     fps = check_fps(fps)
-    T = int(n_mel_frames)
+    T = check_number("n_mel_frames", n_mel_frames, lo=0, integer=True)
+    if T > _MAX_MEL_FRAMES:
+        raise ConfigError(f"n_mel_frames must be at most 2**53 (where float64 stops counting exactly), got {T}")
+    if mel_step is not MEL_STEP:  # the defaults (every per-push call of a stream) need no check
+        mel_step = check_positive_int("mel_step", mel_step, allow_none=False)
+    if mel_fps is not MEL_FPS:
+        mel_fps = check_number("mel_fps", mel_fps, lo=0, lo_open=True)
     if T < mel_step:
         min_samples = (mel_step - 1) * int(round(16000 / mel_fps))
         raise AudioError(
@@ -99,7 +118,8 @@ def window_start(index: "int | np.ndarray", fps: float = 25, *, mel_fps: float =
     return int(float(mel_fps) * (index / float(fps)))
 
 
-def window_starts(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP, mel_fps: float = MEL_FPS) -> np.ndarray:
+def window_starts(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STEP,
+                  mel_fps: float = MEL_FPS) -> np.ndarray:
     """First mel column of every video frame's window.
 
     ``start_i = int(80.0 * (i / fps))``, clamped to ``T - 16`` where the window would overrun.
@@ -108,13 +128,21 @@ def window_starts(n_mel_frames: int, fps: float = 25, *, mel_step: int = MEL_STE
     -------
     ndarray, int64, shape (N,)
 
+    Raises
+    ------
+    ConfigError, AudioError
+        As :func:`frame_count`; ConfigError also for more than :data:`MAX_WINDOWS` windows.
+
     Examples
     --------
     >>> window_starts(40, 25).tolist()
     [0, 3, 6, 9, 12, 16, 19, 22, 24]
     """
+    n = frame_count(n_mel_frames, fps, mel_step=mel_step, mel_fps=mel_fps)
     T = int(n_mel_frames)
-    n = frame_count(T, fps, mel_step=mel_step, mel_fps=mel_fps)
+    if n > MAX_WINDOWS:
+        raise ConfigError(f"n_mel_frames={T} at fps={fps!r} gives {n} windows, more than {MAX_WINDOWS} "
+                          f"(a GB of window starts); cut the audio into parts")
     return np.minimum(window_start(np.arange(n), fps, mel_fps=mel_fps), T - mel_step)
 
 
@@ -173,12 +201,49 @@ class MelWindows:
         return int(self.starts.shape[0])
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        """Windows by an int (negative from the end), a slice, an int array or list, or a bool mask
+        of length N; a tuple indexes further into the windows. Otherwise a ShapeError (an index
+        out of range) or a ConfigError (a key of another type: float, str, bool, None, …)."""
         if isinstance(key, tuple):
+            if not key:
+                return np.asarray(self)
             head, rest = key[0], key[1:]
-            return self[head][rest] if isinstance(head, (int, np.integer)) else self[head][(slice(None), *rest)]
-        if isinstance(key, (int, np.integer)):
+            got = self[head]
+            try:
+                return got[rest] if _is_int(head) else got[(slice(None), *rest)]
+            except IndexError as exc:
+                raise ShapeError(f"MelWindows index {key!r:.80} is out of range for windows of shape {self.shape}: "
+                                 f"{exc}") from None
+            except TypeError:
+                raise ConfigError(f"MelWindows index {key!r:.80} is not an index; expected ints or slices") from None
+        n = self.starts.shape[0]
+        if _is_int(key):
+            if not -n <= key < n:
+                raise ShapeError(f"MelWindows index {key!r} is out of range for {n} windows (expected {-n}..{n - 1})")
             return gather_windows(self.mel32, self.starts[[key]])[0]
-        return gather_windows(self.mel32, self.starts[key])
+        if isinstance(key, slice):
+            try:
+                starts = self.starts[key]
+            except TypeError:
+                raise ConfigError(f"MelWindows index {key!r:.80} has a non-integer start, stop or step") from None
+            return gather_windows(self.mel32, starts)
+        if isinstance(key, (list, np.ndarray)):
+            try:
+                idx = np.asarray(key)
+            except (TypeError, ValueError):  # a ragged list
+                raise ConfigError(f"MelWindows index list must hold integers, got {key!r:.80}") from None
+            if idx.size == 0 and idx.dtype.kind == "f":  # [] is float64 to numpy; it selects nothing
+                idx = idx.astype(np.intp)
+            if idx.dtype.kind not in "iub":
+                raise ConfigError(f"MelWindows index array must hold integers (or be a bool mask), got dtype "
+                                  f"{idx.dtype}: {key!r:.80}")
+            try:
+                starts = self.starts[idx]
+            except IndexError as exc:
+                raise ShapeError(f"MelWindows index array is out of range for {n} windows: {exc}") from None
+            return gather_windows(self.mel32, starts)
+        raise ConfigError(f"MelWindows index must be an int, a slice or an int array, got {type(key).__name__} "
+                          f"{key!r:.80}")
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = gather_windows(self.mel32, self.starts)
@@ -217,6 +282,11 @@ class MelWindows:
         return np.flatnonzero(~const), np.flatnonzero(const), vals[const, 0]
 
 
+def _is_int(key: Any) -> bool:
+    """An integer index (NumPy's too), not a bool."""
+    return isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+
+
 def readonly(arr: np.ndarray) -> np.ndarray:
     """``arr`` as a read-only array: itself when already read-only, else a read-only view."""
     if arr.flags.writeable:
@@ -230,7 +300,11 @@ def window(mel: np.ndarray, fps: float = 25) -> MelWindows:
 
     Parameters
     ----------
-    mel : ndarray, shape (80, T), T >= 16 (any number of mel bands is cut the same way)
+    mel : ndarray, shape (n_mels, T), T >= 16
+        Any number of mel bands is cut the same way: this function does not know the preset,
+        so it cannot tell a transposed ``(T, 80)`` mel or a 79-band one from a mel of that many
+        bands. The ave encoder (:func:`~synctalk_audio.encode_batch`) takes 80 bands and refuses
+        other windows with a ShapeError naming the band count.
     fps : float
         Video frame rate.
 

@@ -107,9 +107,10 @@ def _sealed(arr: np.ndarray) -> np.ndarray:
 def _features(mel: "np.ndarray | None", features: np.ndarray, padded: np.ndarray, mode: str, fps: float,
               context: str, metadata: Mapping[str, Any], radius: int) -> Features:
     """A :class:`Features` of arrays this module made (sealed read-only), ``frames`` built from ``padded``."""
-    padded = _sealed(padded)
-    frames = reshape_for_mode(context_windows(padded, context=context, radius=radius), mode)
-    return Features(mel=None if mel is None else _sealed(mel), features=_sealed(features), padded=padded,
+    # frames first: they view the margin rows the encoder left around ``padded`` (no copy), which
+    # context_windows only uses in a writeable buffer; then everything is sealed
+    frames = _sealed(reshape_for_mode(context_windows(padded, context=context, radius=radius), mode))
+    return Features(mel=None if mel is None else _sealed(mel), features=_sealed(features), padded=_sealed(padded),
                     frames=frames, mode=mode, fps=fps, context=context, metadata=MappingProxyType(dict(metadata)),
                     radius=radius)
 

@@ -80,6 +80,31 @@ def check_dpi(dpi: Any) -> int:
     return int(dpi)
 
 
+#: Figure sizes accepted, inches per side (matplotlib refuses non-positive ones; 200 in at 120 dpi
+#: is already a 24,000-pixel raster).
+FIGSIZE_RANGE = (1.0, 200.0)
+
+
+def _check_plot_options(figsize: Any, title: Any, note: Any, path: Any, overwrite: Any) -> tuple[float, float]:
+    """The plot's own keywords checked before any work: one ConfigError line each."""
+    import numbers
+
+    from ._io import check_path_type
+    from .config import check_flag
+
+    lo, hi = FIGSIZE_RANGE
+    if (not isinstance(figsize, (tuple, list)) or len(figsize) != 2
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and lo <= v <= hi for v in figsize)):
+        raise ConfigError(f"figsize must be (width, height) in inches, each in [{lo:g}, {hi:g}], got {figsize!r}")
+    for name, value in (("title", title), ("note", note)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} must be a str or None, got {type(value).__name__}")
+    if path is not None:
+        check_path_type(path)
+    check_flag("overwrite", overwrite)
+    return float(figsize[0]), float(figsize[1])
+
+
 def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120, overwrite: bool = False) -> Path:
     """Save ``fig`` atomically (temp sibling file + rename); the format follows the suffix.
 
@@ -166,9 +191,15 @@ def plot_features(
     >>> from synctalk_audio import pipeline, seeded_state_dict            # doctest: +SKIP
     >>> fig = plot_features(pipeline("talk.wav", checkpoint=seeded_state_dict()))  # doctest: +SKIP
     """
+    from .config import check_context, check_fps, check_mode
     from .pipeline import Features, pipeline
 
     dpi = check_dpi(dpi)
+    figsize = _check_plot_options(figsize, title, note, path, overwrite)
+    check_mode(mode)
+    check_context(context)
+    if fps is not None:
+        check_fps(fps)
     Figure = _matplotlib_figure()
     wav = None
     source = None
@@ -180,6 +211,10 @@ def plot_features(
         source = result.metadata.get("source")
         if audio is not None:
             wav = load_audio(audio, sr=config.sample_rate) if isinstance(audio, (str, os.PathLike)) else check_waveform(audio)
+            expected = result.metadata.get("n_samples")
+            if isinstance(expected, int) and abs(wav.shape[0] - expected) > config.hop_length:
+                raise ConfigError(f"audio has {wav.shape[0]} samples but these features were computed from "
+                                  f"{expected}: not the same clip")
         elif isinstance(source, str) and source != "<array>" and Path(source).is_file():
             wav = load_audio(source, sr=config.sample_rate)
     elif isinstance(data, (str, os.PathLike, np.ndarray)):

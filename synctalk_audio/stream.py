@@ -46,7 +46,7 @@ from .batches import check_positive_int
 from .config import DEFAULT_RADIUS, MEL_FPS, MEL_STEP, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, \
     check_encoder_config, check_mode, check_radius, mode_shape
 from .context import margin_rows, window_view
-from .dsp import MelCarry, mel_init, mel_step
+from .dsp import MelCarry, _mel_step, mel_init
 from .engines import resolve_encoder, run_engine
 from .errors import AudioError, ConfigError, ShapeError, StreamError
 from .frames import frame_count, gather_windows, window_start
@@ -287,7 +287,7 @@ class _Geometry:
         float32 (k, n_mels, 16): windows ``n_cut … n_cut + k − 1`` (a new array); their rows go
         to :meth:`frames`, in order (a pool may cut later windows before it applies them).
         """
-        carry, cols = mel_step(state.carry, chunk, self.config, final=final)
+        carry, cols = _mel_step(state.carry, chunk, self.config, final)  # the chunk was checked on entry
         return self.ready(state, carry, cols, final=final)
 
     def ready(self, state: _State, carry: MelCarry, cols: np.ndarray, *, final: bool) -> np.ndarray:
@@ -545,8 +545,14 @@ class StreamingPipeline:
 
         ave: ``hop·(s + mel_step - 1) + n_fft//2`` with ``s = int(80·((frame + radius - 2)/fps))``;
         wenet: ``800·(frame + radius − 1) + 5840``.
+
+        Raises
+        ------
+        ConfigError : ``frame`` not a non-negative integer (a bool, float or str is refused)
         """
-        return self._geo.needed_samples(frame)
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+            raise ConfigError(f"frame must be a non-negative integer, got {frame!r}")
+        return self._geo.needed_samples(int(frame))
 
     def reset(self) -> None:
         """Forget all input and start a new stream (the encoder stays loaded)."""

@@ -144,3 +144,18 @@ def test_hubert_and_wenet_plot_their_frames_without_a_mel_panel(mode, tmp_path):
     out = tmp_path / f"cli_{mode}.png"
     assert main(["plot", str(wav), "--mode", mode, "--checkpoint", str(ckpt), "--device", "cpu", "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(figsize=(-1, 5)), "figsize must be"), (dict(figsize="big"), "figsize must be"),
+    (dict(figsize=(1e5, 1e5)), "figsize must be"), (dict(title=5), "title must be a str"),
+    (dict(mode="x"), "unknown mode"), (dict(fps=0), "fps must be"), (dict(context="x"), "unknown context"),
+    (dict(overwrite="no"), "overwrite must be True or False"),
+    (dict(audio=np.zeros(1000, np.float32)), "not the same clip"),
+])
+def test_plot_options_are_checked_before_any_work(result, tmp_path, kwargs, match):
+    """Raw matplotlib errors (figsize, title) once escaped, and mode/fps/context were ignored
+    without a checkpoint; a Features with another clip's audio was drawn without a word."""
+    with pytest.raises(ConfigError, match=match):
+        plot_features(result, path=tmp_path / "f.png", **kwargs)
+    assert list(tmp_path.iterdir()) == []

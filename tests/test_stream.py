@@ -371,3 +371,10 @@ def test_cuda_stream_close_to_offline(seeded_encoder, demo_wav, precision):
     assert streamed.shape == offline.shape == cpu.shape
     bound = 1e-5 * scale if precision == "exact" else PRECISIONS["fast"].max_rel * scale
     assert _maxdiff(streamed, cpu) <= bound and _maxdiff(offline, cpu) <= bound
+
+
+@pytest.mark.parametrize("frame", [-1, 1.5, True, "a", None])
+def test_needed_samples_takes_frame_indices_only(sp, frame):
+    with pytest.raises(sa.ConfigError, match="frame must be a non-negative integer"):
+        sp.needed_samples(frame)
+    assert sp.needed_samples(np.int64(3)) == sp.needed_samples(3) > 0
