@@ -204,10 +204,15 @@ def _stat(path: Path) -> os.stat_result | None:
         raise OutputError(f"cannot inspect output path {path}: {_one_line(exc)}") from None
 
 
+def special_kind(mode: int) -> str:
+    """What a non-regular, non-directory ``st_mode`` is, in words ("a FIFO", "a character device"…)."""
+    return ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+
+
 def _not_regular(path: Path, mode: int) -> OutputError:
-    what = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    return OutputError(f"output path {path} is {what}; synctalk-audio only replaces regular files it can own")
+    return OutputError(f"output path {path} is {special_kind(mode)}; synctalk-audio only replaces regular files "
+                       "it can own")
 
 
 # --------------------------------------------------------------------------- checks

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import special_kind
 from .errors import AudioError, ConfigError, SyncTalkAudioError
 
 __all__ = ["load_audio", "load_channel", "read_audio", "resample", "to_mono", "check_waveform",
@@ -234,12 +235,6 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(out, dtype=wav.dtype)
 
 
-def _special_kind(mode: int) -> str:
-    """What a non-regular, non-directory ``st_mode`` is, in words."""
-    return ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
-
-
 def check_input_file(path: "str | os.PathLike", *, what: str, error: type[SyncTalkAudioError],
                      expected: str = "a file") -> tuple[Path, int]:
     """Check that ``path`` names a non-empty regular file, from its ``stat`` only: (path, size).
@@ -265,7 +260,7 @@ def check_input_file(path: "str | os.PathLike", *, what: str, error: type[SyncTa
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{what} path is a directory, not {expected}: {p}")
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} path is not a regular file ({_special_kind(st.st_mode)}): {p}")
+        raise error(f"{what} path is not a regular file ({special_kind(st.st_mode)}): {p}")
     if st.st_size == 0:
         raise error(f"{what} is empty (0 bytes): {p}")
     return p, st.st_size
