@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _io
 from ._io import atomic_dir, check_dir_target, file_sha256, library_versions, load_npy, read_json
-from .config import DEFAULT_RADIUS, MODES, check_flag, mode_shape
+from .config import CONTEXT_MODES, DEFAULT_RADIUS, MODES, RADII, check_flag, mode_shape
 from .context import context_windows, reshape_for_mode
 from .errors import ConfigError, OutputError
 
@@ -610,6 +610,10 @@ def read_metadata(root: "str | os.PathLike", *, required: bool = True) -> dict[s
     for key in ("sha256", "weights", "shapes"):
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             raise OutputError(f"{path}: {key} must be a JSON object, got a JSON {type(meta[key]).__name__}")
+    for key, allowed in (("mode", MODES), ("radius", RADII), ("context", CONTEXT_MODES)):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or value not in allowed):
+            raise OutputError(f"{path}: {key} {value!r} is not one of {', '.join(map(str, allowed))}")
     return meta
 
 

@@ -111,6 +111,17 @@ def verify_onnx(path: "str | os.PathLike", encoder: nn.Module, windows: Any) -> 
     return _max_abs_diff(run_onnx(path, x), _torch_features(encoder, x))
 
 
+def _max_opset() -> "int | None":
+    """The highest opset torch's TorchScript-based ONNX exporter writes (None when this torch does
+    not say: the exporter's own error then)."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:
+        return None
+    top = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None)
+    return top if isinstance(top, int) else None
+
+
 def export_onnx(
     encoder_or_checkpoint: Any,
     path: "str | os.PathLike",
@@ -146,8 +157,10 @@ def export_onnx(
     onnx = _require("onnx", "onnx")
     if verify:
         _require("onnxruntime", "onnx")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
-        raise ConfigError(f"ONNX opset must be an integer >= 17, got {opset!r}")
+    top = _max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17 or (top is not None and opset > top):
+        raise ConfigError(f"ONNX opset must be an integer in [17, {top if top is not None else '…'}] (what this "
+                          f"torch's TorchScript-based exporter writes), got {opset!r}")
     preset = _check_preset(preset)
     resolved = _resolve(encoder_or_checkpoint)
     dest = _target(path, ".onnx", overwrite=overwrite)

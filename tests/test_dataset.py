@@ -486,3 +486,14 @@ def test_writers_take_checkpoint_seeded_like_every_entry_point(result, tmp_path)
     meta = ds.write_features(result, tmp_path / "f", checkpoint="seeded")
     assert meta["weights"]["untrained_seeded"] is True and meta["weights"]["checkpoint"] == "seeded"
     assert ds.write_reference(result, tmp_path / "r", frames=False, checkpoint="seeded")["weights"]["untrained_seeded"]
+
+
+@pytest.mark.parametrize("key,value", [("mode", "xx"), ("radius", 3), ("radius", True), ("context", "mirror")])
+def test_read_reference_refuses_settings_no_writer_makes(result, tmp_path, key, value):
+    ds.write_reference(result, tmp_path / "r", frames=False)
+    meta_path = tmp_path / "r" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta[key] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(OutputError, match=f"{key} .* is not one of"):
+        ds.read_reference(tmp_path / "r", verify=False)

@@ -399,10 +399,14 @@ def test_missing_extra_is_a_clear_error(tmp_path, monkeypatch, fmt, module):
     assert not (tmp_path / "out").exists()  # checked before anything is written
 
 
-def test_onnx_opset_checked(tmp_path):
+@pytest.mark.parametrize("opset", [13, 999, True, "17"])
+def test_onnx_opset_checked(tmp_path, capfd, opset):
+    """Out of [17, the exporter's highest] is one line before any work (999 once made torch print
+    ~90 lines of graph before our error)."""
     pytest.importorskip("onnx")
     with pytest.raises(ConfigError, match="opset"):
-        export_onnx("seeded", tmp_path / "e.onnx", opset=13)
+        export_onnx("seeded", tmp_path / "e.onnx", opset=opset)
+    assert capfd.readouterr().err.count("\n") <= 1 and list(tmp_path.iterdir()) == []
 
 
 def test_verification_windows():
