@@ -224,9 +224,9 @@ class _ExactOneDNN(PreparedEncoder):
         if x.shape[0] > _PACKED_MAX_BATCH:
             return self._forward(x, None)
         if self._packed is None:  # two threads may both build it: same result, last one kept
+            # ``compute`` is left as it is: the rows are the same bits either way, and metadata.json
+            # must not depend on what the process ran before (a resumed dataset run once differed)
             self._packed = (self._prepack(),)
-            if self._packed[0] is not None:
-                self.compute += "; small batches: weights reordered once"
         return self._forward(x, self._packed[0])
 
     def _forward(self, x: torch.Tensor, packed: "tuple | None") -> torch.Tensor:

@@ -308,3 +308,13 @@ def test_cuda_exact_close_to_oracle_and_fast_within_bound(all_windows, all_featu
     assert np.abs(exact - all_features).max() <= 1e-6 * scale * 10  # cuDNN sums in its own order, TF32 off
     fast = encode_batch(all_windows, enc, device="cuda", precision="fast")
     assert np.abs(fast - all_features).max() <= PRECISIONS["fast"].max_rel * scale
+
+
+def test_metadata_does_not_depend_on_what_the_process_ran_before(seeded_encoder, demo_wav):
+    """The exact engine prepacks its weights on its first small batch (same bits); its compute
+    string, which metadata.json records, must not change with it (a resumed dataset run once
+    wrote other metadata.json bytes than an uninterrupted one)."""
+    engine = prepare_encoder(seeded_encoder, precision="exact", device="cpu")
+    first = sa.pipeline(demo_wav[:40000], checkpoint=engine, device="cpu").metadata["encoder_compute"]
+    encode_batch(np.zeros((1, 80, 16), np.float32), engine)  # a stream's one-window batch: prepacks the weights
+    assert sa.pipeline(demo_wav[:40000], checkpoint=engine, device="cpu").metadata["encoder_compute"] == first
