@@ -223,15 +223,31 @@ def _add_validate(parser: argparse.ArgumentParser) -> None:
                         "(default: per artifact, from the reference's VALIDATION_INSTRUCTIONS.json)")
     parser.add_argument("--rtol", type=float, default=None,
                         help="tolerance relative to max|reference| for every artifact (default: per artifact)")
+    parser.add_argument("--apply-to", default="all", metavar="ARTIFACTS",
+                        help="the artifacts --atol/--rtol change: 'all' (default); 'encoder' (features, padded "
+                             "features and frames: loosen a float16 port's encoder, keep the mel strict); or a "
+                             "comma list of artifact names")
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     from .dataset import ARTIFACTS, validate
 
+    from .errors import ConfigError
+
     tolerances = None
     override = {k: v for k, v in (("atol", args.atol), ("rtol", args.rtol)) if v is not None}
+    front = ("mel_spectrogram", "mel_windows", "fbank")  # the front end: kept strict by --apply-to encoder
+    groups = {"all": ARTIFACTS, "encoder": tuple(a for a in ARTIFACTS if a not in front)}
+    names = [n.strip() for n in args.apply_to.split(",") if n.strip()]
+    targets = [a for n in names for a in groups.get(n, (n,))]
+    unknown = sorted(set(targets) - set(ARTIFACTS))
+    if unknown or not targets:
+        raise ConfigError(f"--apply-to takes 'all', 'encoder' or artifact names ({', '.join(ARTIFACTS)}), "
+                          f"got {args.apply_to!r}")
+    if args.apply_to != "all" and not override:
+        raise ConfigError("--apply-to needs --atol or --rtol (it says which artifacts they change)")
     if override:
-        tolerances = {name: dict(override) for name in ARTIFACTS}
+        tolerances = {name: dict(override) for name in dict.fromkeys(targets)}
     required: Any = None
     if args.require:
         required = "all" if "all" in args.require else list(args.require)

@@ -283,11 +283,15 @@ class ValidationReport:
         problems = []
         for r in self.rows:
             parts = [r.message] if r.message else []
-            if (r.status == "fail" and r.worst_at is not None and r.tolerance is not None
+            where = None if r.worst_at is None else (
+                f"frame {r.worst_at[0]}" if r.count_expected is not None
+                else "index [" + ", ".join(map(str, r.worst_at)) + "]")
+            if (r.status == "fail" and where is not None and r.tolerance is not None
                     and r.max_abs_diff is not None and r.max_abs_diff > r.tolerance):
-                where = (f"frame {r.worst_at[0]}" if r.count_expected is not None
-                         else "index [" + ", ".join(map(str, r.worst_at)) + "]")
                 parts.append(f"largest difference {r.max_abs_diff:.3g} at {where} (allowed {r.tolerance:.3g})")
+            elif r.status in ("fail", "error") and where is not None and r.max_abs_diff is not None \
+                    and math.isnan(r.max_abs_diff):
+                parts.append(f"first non-finite value at {where}")
             if parts:
                 problems.append(f"  {r.name}: " + "; ".join(parts))
         if problems:

@@ -374,3 +374,25 @@ def test_force_never_writes_over_the_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "is the input" in err, err
     assert {p.name: p.read_bytes() for p in (feats, audio, image)} == before
+
+
+def test_validate_apply_to_loosens_the_encoder_only(reference_dir, tmp_path, capsys):
+    """`--rtol 5e-3` loosens every stage: a mel off by 0.01 then passes; with `--apply-to encoder`
+    the float16-rounded encoder outputs pass and the mel stays strict."""
+    cand = tmp_path / "cand"
+    shutil.copytree(reference_dir, cand)
+    for f in [cand / "audio_features_raw.npy", cand / "audio_features_padded.npy", *(cand / "frames").glob("*.npy")]:
+        np.save(f, np.load(f).astype(np.float16).astype(np.float32))
+    mel = np.load(cand / "mel_spectrogram.npy")
+    mel[3, 10] += 0.01
+    np.save(cand / "mel_spectrogram.npy", mel)
+    args = ["validate", str(reference_dir), str(cand), "--quiet"]
+    assert cli.main([*args, "--rtol", "5e-3"]) == 0                          # the hazard the option answers
+    assert cli.main([*args, "--rtol", "5e-3", "--apply-to", "encoder"]) == 1  # the mel bug is caught
+    np.save(cand / "mel_spectrogram.npy", np.load(reference_dir / "mel_spectrogram.npy"))
+    assert cli.main([*args, "--rtol", "5e-3", "--apply-to", "encoder"]) == 0
+    assert cli.main([*args, "--rtol", "5e-3", "--apply-to", "audio_features_raw"]) == 1  # the frames stay strict
+    for bad, match in ((["--apply-to", "encoder"], "needs --atol or --rtol"),
+                       (["--rtol", "1e-3", "--apply-to", "mel"], "--apply-to takes")):
+        capsys.readouterr()
+        assert cli.main([*args, *bad]) == 2 and match in capsys.readouterr().err

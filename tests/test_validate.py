@@ -77,6 +77,9 @@ def test_nan_candidate_shows_nan_not_zero(reference, tmp_path):
     assert frames.status == "fail" and np.isnan(frames.max_abs_diff) and frames.worst_at == (3,)
     line = next(x for x in report.table().splitlines() if x.startswith("audio_features_raw"))
     assert "nan" in line and " 0 " not in line and "FAIL" in line
+    table = report.table()  # where, not only how many (a porter once had to search the frames)
+    assert "audio_features_raw: 1 non-finite values; first non-finite value at index [1, 2]" in table
+    assert "frames_window: 1 non-finite values" in table and "first non-finite value at frame 3" in table
     data = json.loads(report.to_json())
     assert {r["name"]: r["max_abs_diff"] for r in data["rows"]}["audio_features_raw"] is None
 
