@@ -53,19 +53,11 @@ def rel(a: np.ndarray, ref: np.ndarray) -> float:
 
 
 def timed(variants: dict, repeats: int, device: str) -> dict[str, list[float]]:
-    """Every variant once per round (synchronised on CUDA), ``repeats`` rounds: wall seconds."""
+    """bench.py's alternating rounds, synchronised on CUDA: wall seconds per variant."""
+    import bench
     import torch
 
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t)
-    return times
+    return bench.time_alternately(variants, repeats, sync=torch.cuda.synchronize if device.startswith("cuda") else None)
 
 
 def summary(times: dict[str, list[float]], base: str = "upstream") -> dict:

@@ -48,7 +48,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .errors import ConfigError, OutputError, ShapeError
+from .errors import ConfigError, OutputError, ShapeError, SyncTalkAudioError
 
 __all__ = [
     "LIBRARY",
@@ -568,6 +568,38 @@ def scratch_dir(target: "str | os.PathLike") -> Iterator[Path]:
 
 
 # --------------------------------------------------------------------------- hostile readers
+
+
+def check_input_file(path: "str | os.PathLike", *, what: str, error: "type[SyncTalkAudioError]",
+                     expected: str = "a file") -> tuple[Path, int]:
+    """Check that ``path`` names a non-empty regular file, from its ``stat`` only: (path, size).
+
+    The one check of every input file (audio, ``.pth`` checkpoints, ``.onnx`` models). Nothing is
+    opened, so a FIFO never blocks and ``/dev/zero`` is never read; an empty string is refused
+    rather than taken as the current directory.
+
+    Raises
+    ------
+    error : "{what} path is empty", "{what} not found", "{what} path is a directory, not
+        {expected}", "{what} path is not a regular file (a FIFO)", "{what} is empty (0 bytes)"
+    """
+    if not os.fspath(path):
+        raise error(f"{what} path is empty")
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise error(f"{what} not found: {p}") from None
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        raise error(f"cannot read {what} {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} path is a directory, not {expected}: {p}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} path is not a regular file ({special_kind(st.st_mode)}): {p}")
+    if st.st_size == 0:
+        raise error(f"{what} is empty (0 bytes): {p}")
+    return p, st.st_size
+
 
 
 def open_regular(path: "str | os.PathLike", *, what: str = "") -> BinaryIO:

@@ -6,18 +6,16 @@ Decode with soundfile as float32, mix channels by their plain mean, resample wit
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._io import special_kind
-from .errors import AudioError, ConfigError, SyncTalkAudioError
+from ._io import check_input_file
+from .config import check_number
+from .errors import AudioError, ConfigError
 
 __all__ = ["load_audio", "load_channel", "read_audio", "resample", "to_mono", "check_waveform",
            "MAX_AUDIO_SECONDS", "MAX_SECONDS_ENV", "SAMPLE_RATE_RANGE", "max_audio_seconds", "check_input_file",
@@ -48,40 +46,6 @@ _PCM_FIX = {
     "int16": "wav.astype(np.float32) / 32768",
     "int32": "wav.astype(np.float32) / 2**31",
 }
-
-
-def _bound(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def check_number(name: str, value: Any, *, lo: "float | None" = None, hi: "float | None" = None,
-                 lo_open: bool = False, hi_open: bool = False, integer: bool = False, note: str = "") -> Any:
-    """``value`` if it is a finite real number (an integer if ``integer``) within the bounds, else
-    one :class:`ConfigError` naming ``name``, the value and the interval expected.
-
-    Plain Python, no numpy call: cheap enough for the keyword scalars of per-call functions.
-    Bools, strings, None, arrays and NaN/Inf are refused; NumPy scalars are accepted. Returns
-    an int for ``integer`` (a NumPy integer converted), else the value itself (unchanged, so a
-    checked coefficient computes exactly what it did before the check). ``note`` ends the
-    message (why the bounds are what they are).
-    """
-    cls = type(value)  # int and float first: the ABC isinstance costs more than the rest of the check
-    if (cls is int or (cls is float and not integer)
-            or (isinstance(value, numbers.Integral if integer else numbers.Real) and cls is not bool)) \
-            and (integer or math.isfinite(value)) \
-            and (lo is None or (value > lo if lo_open else value >= lo)) \
-            and (hi is None or (value < hi if hi_open else value <= hi)):
-        return int(value) if integer else value
-    kind = "an integer" if integer else "a finite number"
-    if lo is not None and hi is not None:
-        where = f" in {'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}{')' if hi_open else ']'}"
-    elif lo is not None:
-        where = f" {'>' if lo_open else '>='} {_bound(lo)}"
-    elif hi is not None:
-        where = f" {'<' if hi_open else '<='} {_bound(hi)}"
-    else:
-        where = ""
-    raise ConfigError(f"{name} must be {kind}{where}, got {value!r:.80}" + (f" ({note})" if note else ""))
 
 
 def check_rate(name: str, value: Any) -> int:
@@ -233,37 +197,6 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     elif out.shape[-1] < n_out:
         out = np.pad(out, (0, n_out - out.shape[-1]))
     return np.asarray(out, dtype=wav.dtype)
-
-
-def check_input_file(path: "str | os.PathLike", *, what: str, error: type[SyncTalkAudioError],
-                     expected: str = "a file") -> tuple[Path, int]:
-    """Check that ``path`` names a non-empty regular file, from its ``stat`` only: (path, size).
-
-    The one check of every input file (audio, ``.pth`` checkpoints, ``.onnx`` models). Nothing is
-    opened, so a FIFO never blocks and ``/dev/zero`` is never read; an empty string is refused
-    rather than taken as the current directory.
-
-    Raises
-    ------
-    error : "{what} path is empty", "{what} not found", "{what} path is a directory, not
-        {expected}", "{what} path is not a regular file (a FIFO)", "{what} is empty (0 bytes)"
-    """
-    if not os.fspath(path):
-        raise error(f"{what} path is empty")
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise error(f"{what} not found: {p}") from None
-    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
-        raise error(f"cannot read {what} {p}: {getattr(exc, 'strerror', None) or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise error(f"{what} path is a directory, not {expected}: {p}")
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} path is not a regular file ({special_kind(st.st_mode)}): {p}")
-    if st.st_size == 0:
-        raise error(f"{what} is empty (0 bytes): {p}")
-    return p, st.st_size
 
 
 def truncated_wav(path: "str | os.PathLike", size: int) -> "tuple[int, int] | None":

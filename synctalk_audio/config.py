@@ -197,17 +197,57 @@ def check_context(context: str) -> str:
     return context
 
 
+def check_mel_config(config: Any) -> MelConfig:
+    """Return ``config`` if it is a :class:`MelConfig`, else one ConfigError."""
+    if not isinstance(config, MelConfig):
+        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    return config
+
+
 def check_encoder_config(config: Any) -> MelConfig:
     """Return ``config`` if the ave encoder can take its mel: a :class:`MelConfig` with 80 bands at
     80 columns per second (``sample_rate / hop_length``: the windows are 16 columns = 0.2 s, a
     video frame every 80 / fps columns); else one ConfigError."""
-    if not isinstance(config, MelConfig):
-        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    check_mel_config(config)
     if config.n_mels != WINDOW_SHAPE[1] or config.frames_per_second != MEL_FPS:
         raise ConfigError(f"the ave encoder takes {WINDOW_SHAPE[1]} mel bands at {MEL_FPS:g} columns per second "
                           f"(sample_rate / hop_length); this MelConfig gives {config.n_mels} bands at "
                           f"{config.frames_per_second:g} ({config.sample_rate} / {config.hop_length})")
     return config
+
+
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_number(name: str, value: Any, *, lo: "float | None" = None, hi: "float | None" = None,
+                 lo_open: bool = False, hi_open: bool = False, integer: bool = False, note: str = "") -> Any:
+    """``value`` if it is a finite real number (an integer if ``integer``) within the bounds, else
+    one :class:`ConfigError` naming ``name``, the value and the interval expected.
+
+    Plain Python, no numpy call: cheap enough for the keyword scalars of per-call functions.
+    Bools, strings, None, arrays and NaN/Inf are refused; NumPy scalars are accepted. Returns
+    an int for ``integer`` (a NumPy integer converted), else the value itself (unchanged, so a
+    checked coefficient computes exactly what it did before the check). ``note`` ends the
+    message (why the bounds are what they are).
+    """
+    cls = type(value)  # int and float first: the ABC isinstance costs more than the rest of the check
+    if (cls is int or (cls is float and not integer)
+            or (isinstance(value, numbers.Integral if integer else numbers.Real) and cls is not bool)) \
+            and (integer or math.isfinite(value)) \
+            and (lo is None or (value > lo if lo_open else value >= lo)) \
+            and (hi is None or (value < hi if hi_open else value <= hi)):
+        return int(value) if integer else value
+    kind = "an integer" if integer else "a finite number"
+    if lo is not None and hi is not None:
+        where = f" in {'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}{')' if hi_open else ']'}"
+    elif lo is not None:
+        where = f" {'>' if lo_open else '>='} {_bound(lo)}"
+    elif hi is not None:
+        where = f" {'<' if hi_open else '<='} {_bound(hi)}"
+    else:
+        where = ""
+    raise ConfigError(f"{name} must be {kind}{where}, got {value!r:.80}" + (f" ({note})" if note else ""))
 
 
 def check_flag(name: str, value: Any) -> bool:

@@ -11,9 +11,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .audio import check_number, check_rate, check_waveform
+from .audio import _FLOAT32_MAX, check_rate, check_waveform
 from .batches import check_positive_int
-from .config import SYNCTALK_2D, MelConfig, _positive, check_flag
+from .config import SYNCTALK_2D, MelConfig, _positive, check_flag, check_mel_config, check_number
 from .errors import ConfigError, ShapeError
 
 __all__ = [
@@ -45,7 +45,7 @@ MAX_N_FFT = 1 << 16
 MAX_N_MELS = 1024
 #: ``x·x`` of a block of samples at most this (float32's largest value, squared) proves every
 #: sample finite and within float32 range, as :func:`~synctalk_audio.audio.check_waveform` wants.
-_DOT_LIMIT = float(np.finfo(np.float32).max) ** 2
+_DOT_LIMIT = _FLOAT32_MAX ** 2
 
 def _check_finite(arr: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(arr)
@@ -71,8 +71,7 @@ def _check_n_mels(n_mels: object, n_fft: int) -> int:
 
 def _check_config(config: object) -> MelConfig:
     """``config`` if it is a MelConfig whose n_fft and n_mels are within the bounds, else ConfigError."""
-    if not isinstance(config, MelConfig):
-        raise ConfigError(f"config must be a MelConfig (e.g. SYNCTALK_2D), got {type(config).__name__}")
+    check_mel_config(config)
     if config.n_fft > MAX_N_FFT or config.n_mels > min(MAX_N_MELS, config.n_freqs):
         _check_n_mels(config.n_mels, _check_n_fft(config.n_fft))
     return config

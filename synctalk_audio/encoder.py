@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import check_input_file
+from ._io import check_input_file
 from .config import ENCODER_LAYOUT, FEATURE_DIM
 from .errors import CheckpointError
 from .seeded import seeded_state_dict  # re-exported: stand-in weights in the checkpoint layout

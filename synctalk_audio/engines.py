@@ -21,7 +21,6 @@ loop. This module does not import torch: an ``.onnx`` checkpoint never loads it.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -32,9 +31,8 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from .audio import check_number
 from .batches import check_positive_int, encode_in_batches
-from .config import MEL_STEP, WINDOW_SHAPE, check_mode
+from .config import MEL_STEP, WINDOW_SHAPE, check_mode, check_number
 from .errors import CheckpointError, ConfigError, ShapeError, install_hint
 from .frames import MelWindows
 
@@ -45,7 +43,6 @@ __all__ = ["Engine", "Precision", "PRECISIONS", "resolve_encoder", "run_engine",
 SEEDED = "seeded"
 #: Most spare rows :func:`encode_batch` allocates each side (``margin``); pad_context needs radius + 1 <= 9.
 MAX_MARGIN = 4096
-_DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
 _TORCH_MISSING = ("PyTorch checkpoints (.pth) need PyTorch (the [torch] extra: " + install_hint("torch") + "), "
                   "or export the encoder once to .onnx and run it with onnxruntime (the [onnx] extra, "
                   "--checkpoint encoder.onnx)")
@@ -130,17 +127,16 @@ def _check_device(engine: Any, device: str) -> None:
     CUDA device; "cuda:N" a given one."""
     if device == "auto":
         return
-    asked = _DEVICE.fullmatch(device)
-    if asked is None or (asked.group(1) == "cpu" and asked.group(2) is not None):
-        from .runtime import unknown_device
+    from .runtime import device_name, unknown_device
 
+    asked = device_name(device)
+    if asked is None:
         raise unknown_device(device)
     runs = str(getattr(engine, "device", ""))
-    where = _DEVICE.fullmatch(runs)
+    where = device_name(runs)
     if where is None:  # an engine of our seam that does not say where it runs: nothing to compare
         return
-    if asked.group(1) != where.group(1) or (None not in (asked.group(2), where.group(2))
-                                            and int(asked.group(2)) != int(where.group(2))):
+    if asked[0] != where[0] or (None not in (asked[1], where[1]) and asked[1] != where[1]):
         raise ConfigError(f"the encoder given runs on device {runs!r}, not {device!r}: pass device='auto' (or "
                           f"{runs!r}), or resolve the checkpoint again with device={device!r}")
 

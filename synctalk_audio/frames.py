@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .audio import check_number
 from .batches import check_positive_int
-from .config import MEL_FPS, MEL_STEP, check_fps
+from .config import MEL_FPS, MEL_STEP, check_fps, check_number
 from .errors import AudioError, ConfigError, ShapeError
 
 __all__ = ["MEL_STEP", "MEL_FPS", "frame_count", "window_start", "window_starts", "window", "MelWindows",

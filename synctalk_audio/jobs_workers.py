@@ -44,10 +44,6 @@ def load_engine(settings: Settings) -> tuple[Any, dict[str, Any]]:
     return engine, weights_info(engine)
 
 
-#: The device names every engine accepts (torch's resolve_device and onnxruntime's providers alike).
-_DEVICE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
-
-
 def check_device(device: str, engine: Any, *, here: bool = True) -> None:
     """Check in the parent the device the workers will load ``engine``'s checkpoint on (the parent
     itself loads it on the CPU).
@@ -61,8 +57,10 @@ def check_device(device: str, engine: Any, *, here: bool = True) -> None:
     ConfigError
     """
     if not here:
-        if not isinstance(device, str) or not _DEVICE.fullmatch(device):
-            raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        from .runtime import device_name, unknown_device
+
+        if device != "auto" and device_name(device) is None:
+            raise unknown_device(device)
         return
     if engine.precision == "onnx":  # onnxruntime engines (ave .onnx, wenet)
         from .runtime import _import_onnxruntime, _providers

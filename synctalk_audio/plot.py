@@ -115,11 +115,9 @@ def save_figure(fig: Any, path: "str | os.PathLike", *, dpi: int = 120, overwrit
     OutputError
         As :func:`check_figure_path`, or the write fails (no partial file is left).
     """
-    from ._io import check_path_type
-
     dpi = check_dpi(dpi)
-    target = Path(check_path_type(path)).expanduser()
-    fmt = check_figure_path(target, overwrite=overwrite)
+    fmt = check_figure_path(path, overwrite=overwrite)  # the path's type first, then the output rule
+    target = Path(path).expanduser()
     with atomic_file(target, overwrite=overwrite) as fh:
         fig.savefig(fh, format=fmt, dpi=dpi)
     return target

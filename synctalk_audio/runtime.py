@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -31,7 +32,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
-from .audio import check_input_file
+from ._io import check_input_file
 from .batches import check_positive_int
 from .config import FEATURE_DIM, WINDOW_SHAPE
 from .errors import CheckpointError, ConfigError, install_hint
@@ -112,6 +113,18 @@ class OnnxEncoder:
         yield 1
 
 
+_DEVICE_NAME = re.compile(r"(cpu|cuda)(?::([0-9]+))?")
+
+
+def device_name(device: Any) -> "tuple[str, int | None] | None":
+    """A device name every engine knows, parsed: "cpu" → ("cpu", None), "cuda" → ("cuda", None),
+    "cuda:N" → ("cuda", N); None for anything else ("auto" is the caller's to resolve)."""
+    found = _DEVICE_NAME.fullmatch(device) if isinstance(device, str) else None
+    if found is None or (found.group(1) == "cpu" and found.group(2) is not None):
+        return None
+    return found.group(1), None if found.group(2) is None else int(found.group(2))
+
+
 def unknown_device(device: Any) -> ConfigError:
     """The one message for a device name neither engine knows (torch's list of backends is not ours)."""
     return ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -132,17 +145,17 @@ def _providers(ort: Any, device: str) -> tuple[list[Any], str]:
     available = ort.get_available_providers()
     if device == "auto":
         device = "cuda" if _CUDA in available else "cpu"
-    if device == "cpu":
+    parsed = device_name(device)
+    if parsed is None:  # a malformed name first: whatever onnxruntime offers, it names no device
+        raise unknown_device(device)
+    kind, index = parsed
+    if kind == "cpu":
         return [_CPU], "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        index = device.partition(":")[2] or "0"
-        if not index.isdigit():  # a malformed name first: whatever onnxruntime offers, it names no device
-            raise unknown_device(device)
-        if _CUDA not in available:
-            raise ConfigError(f"device {device!r} with an .onnx encoder needs onnxruntime-gpu "
-                              f"(this onnxruntime offers {', '.join(available)}); use device 'cpu'")
-        return [(_CUDA, {"device_id": int(index)}), _CPU], f"cuda:{index}"
-    raise unknown_device(device)
+    if _CUDA not in available:
+        raise ConfigError(f"device {device!r} with an .onnx encoder needs onnxruntime-gpu "
+                          f"(this onnxruntime offers {', '.join(available)}); use device 'cpu'")
+    index = index or 0
+    return [(_CUDA, {"device_id": index}), _CPU], f"cuda:{index}"
 
 
 def _usable_cores() -> int:

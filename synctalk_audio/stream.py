@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .audio import check_waveform
 from .batches import check_positive_int
 from .config import DEFAULT_RADIUS, MEL_FPS, MEL_STEP, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, \
     check_encoder_config, check_mode, check_radius, mode_shape
@@ -50,9 +51,6 @@ from .dsp import MelCarry, _mel_step, mel_init
 from .engines import resolve_encoder, run_engine
 from .errors import AudioError, ConfigError, ShapeError, StreamError
 from .frames import frame_count, gather_windows, window_start
-
-#: Largest sample magnitude a stream takes, as offline (audio.check_waveform): float32's range.
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 __all__ = ["StreamingPipeline", "StreamPool", "PoolError", "Latency", "latency_for", "RADIUS", "StreamReport",
            "run_stream", "save_frames", "check_frames_path"]
@@ -171,16 +169,10 @@ def _check_chunk(samples: Any) -> np.ndarray:
     if arr.ndim != 1:
         hint = " (mix channels first, e.g. synctalk_audio.to_mono(chunk) for (n, channels))" if arr.ndim == 2 else ""
         raise AudioError(f"pushed samples must be a 1-D mono array, got shape {arr.shape}{hint}")
-    if arr.size:
-        lo, hi = float(arr.min()), float(arr.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            bad = ~np.isfinite(arr)
-            first = int(np.argmax(bad))
-            raise AudioError(f"pushed chunk has {int(bad.sum())} non-finite samples "
-                             f"(first at index {first}: {arr[first]!r}); the chunk was not consumed")
-        if max(-lo, hi) > _FLOAT32_MAX:  # as offline refuses it: the float64 STFT would overflow
-            raise AudioError(f"pushed chunk has sample magnitude {max(-lo, hi):.3g}, beyond float32 range "
-                             "(|x| <= 3.4e38; samples are expected in about [-1, 1]); the chunk was not consumed")
+    try:  # offline's value checks: finite samples within float32's range
+        check_waveform(arr, name="pushed chunk")
+    except AudioError as exc:
+        raise AudioError(f"{exc}; the chunk was not consumed") from None
     return arr
 
 
