@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .audio import _FLOAT32_MAX, check_rate, check_waveform
+from .audio import check_rate, check_waveform
 from .batches import check_positive_int
 from .config import SYNCTALK_2D, MelConfig, _positive, check_flag, check_mel_config, check_number
 from .errors import ConfigError, ShapeError
@@ -43,9 +43,6 @@ __all__ = [
 MAX_N_FFT = 1 << 16
 #: Most mel bands :func:`mel_basis` builds (and never more than the ``1 + n_fft // 2`` bins).
 MAX_N_MELS = 1024
-#: ``x·x`` of a block of samples at most this (float32's largest value, squared) proves every
-#: sample finite and within float32 range, as :func:`~synctalk_audio.audio.check_waveform` wants.
-_DOT_LIMIT = _FLOAT32_MAX ** 2
 
 def _check_finite(arr: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(arr)
@@ -77,23 +74,6 @@ def _check_config(config: object) -> MelConfig:
     return config
 
 
-def _check_samples(samples: object) -> np.ndarray:
-    """:func:`mel_step`'s samples, with offline's verdict (:func:`check_waveform`) at a fraction of
-    its cost per push (one numpy call, no temporary of the min/max kind): 1-D float32 samples
-    need only be finite (float32 cannot exceed its own range); 1-D float64 samples whose ``x·x``
-    is at most float32's largest value squared are finite and within float32 range. Anything
-    else (NaN, Inf, a huge sample, other dtypes or shapes) gets the full check and its AudioError."""
-    if type(samples) is np.ndarray and samples.ndim == 1:
-        if samples.dtype == np.float32:
-            if np.isfinite(samples).all():
-                return samples
-        elif samples.dtype == np.float64:
-            with np.errstate(over="ignore", invalid="ignore"):
-                if samples.dot(samples) <= _DOT_LIMIT:
-                    return samples
-    return check_waveform(samples, name="mel_step samples")
-
-
 def preemphasis(wav: np.ndarray, k: float = 0.97) -> np.ndarray:
     """First-order pre-emphasis ``y[0] = x[0]``, ``y[n] = x[n] - k·x[n-1]``.
 
@@ -118,10 +98,21 @@ def preemphasis(wav: np.ndarray, k: float = 0.97) -> np.ndarray:
     x = check_waveform(wav)
     check_number("preemphasis coefficient k", k, lo=0.0, hi=1.0, hi_open=True)
     x64 = x.astype(np.float64, copy=False)
-    y = x64.copy()
-    if k != 0.0:
-        y[1:] -= k * x64[:-1]
-    return y
+    return _preemphasize(x64, k, None, np.empty_like(x64))
+
+
+def _preemphasize(x64: np.ndarray, k: float, last: "float | None", out: np.ndarray) -> np.ndarray:
+    """:func:`preemphasis` of float64 (n,) samples into ``out`` (n,): ``out[i] = x[i] - k·x[i-1]``,
+    ``out[0] = x[0] - k·last`` (``x[0]`` when ``last`` is None: the signal's first sample)."""
+    if not x64.shape[0]:
+        return out
+    if k == 0.0:
+        out[:] = x64
+        return out
+    np.multiply(x64[:-1], k, out=out[1:])
+    np.subtract(x64[1:], out[1:], out=out[1:])
+    out[0] = x64[0] - k * last if last is not None else x64[0]
+    return out
 
 
 def center_pad(y: np.ndarray, n_fft: int = 800, pad_mode: str = "constant") -> np.ndarray:
@@ -598,7 +589,7 @@ def mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTALK_
         _check_config(config)
     if final is not False and final is not True:
         final = check_flag("final", final)
-    return _mel_step(carry, _check_samples(samples), config, final)
+    return _mel_step(carry, check_waveform(samples, name="mel_step samples"), config, final)
 
 
 def _mel_step(carry: MelCarry, samples: np.ndarray, config: MelConfig, final: bool) -> tuple[MelCarry, np.ndarray]:
@@ -646,14 +637,14 @@ def mel_frames(carry: MelCarry, samples: np.ndarray, config: MelConfig = SYNCTAL
     """
     hop, n_fft, pad, k = config.hop_length, config.n_fft, config.n_fft // 2, config.preemphasis
     x64 = samples.astype(np.float64, copy=False)
-    y = x64.copy()
-    if k != 0.0 and y.shape[0]:
-        y[1:] -= k * x64[:-1]
-        if carry.last is not None:
-            y[0] -= k * carry.last
-    last = float(x64[-1]) if x64.shape[0] else carry.last
-    n_in = carry.n_in + x64.shape[0]
-    buf, buf_at = (np.concatenate([carry.buf, y]) if y.shape[0] else carry.buf), carry.buf_at
+    n, m = x64.shape[0], carry.buf.shape[0]
+    buf, buf_at = carry.buf, carry.buf_at
+    if n:  # the carried samples, then the pre-emphasised new ones written in place (no temporaries)
+        buf = np.empty(m + n, np.float64)
+        buf[:m] = carry.buf
+        _preemphasize(x64, k, carry.last, buf[m:])
+    last = float(x64[-1]) if n else carry.last
+    n_in = carry.n_in + n
     if buf_at is None and buf.shape[0] >= pad + 1:  # reflect start: y[pad], y[pad-1], …, y[1]
         buf, buf_at = np.concatenate([buf[pad:0:-1], buf]), 0
     if final:

@@ -145,3 +145,27 @@ def test_a_truncated_wav_warns_with_the_numbers(tmp_path, capsys):
     assert main(["features", str(cut), "-c", "seeded", "--device", "cpu", "-o", str(tmp_path / "out"), "-q"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "truncated" in line]
     assert len(err) == 1 and err[0].startswith("synctalk-audio: warning: audio file ") and "cut.wav" in err[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.float64, ">f4", ">f8"]), n=st.integers(1, 3000),
+       at=st.floats(0, 1), bad=st.sampled_from([np.nan, np.inf, -np.inf, 1e39, -3.5e38]))
+def test_check_waveform_fast_verdict_refuses_every_bad_sample(dtype, n, at, bad):
+    """The one-dot-product accept path never lets a NaN, an Inf or a sample beyond float32 through
+    (a float32 Inf once compared as <= float32 max² and passed)."""
+    x = np.random.default_rng(n).uniform(-1, 1, n).astype(dtype)
+    if np.dtype(dtype).itemsize == 4 and abs(bad) > 3.4e38 and np.isfinite(bad):
+        bad = np.inf  # float32 cannot hold it: the closest float32 is Inf
+    x[min(int(at * n), n - 1)] = bad
+    with pytest.raises(sa.AudioError, match="non-finite|beyond float32 range"):
+        check_waveform(x)
+
+
+@pytest.mark.parametrize("x", [
+    np.array([3.4e38, -3.4e38, 1.0]),          # x·x beyond float32 max²: the full check accepts it
+    np.full(4, 1e30, np.float32),              # float32 x·x overflows: the full check accepts it
+    np.float32([0.5, -1.0])[::-1],             # a negative stride
+    np.empty(0, np.float64),
+])
+def test_check_waveform_accepts_large_but_valid_samples(x):
+    assert check_waveform(x) is x or np.shares_memory(check_waveform(x), x)
