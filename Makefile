@@ -78,30 +78,34 @@ $(BENCH_SITE)/pkg_resources/__init__.py:
 
 golden: golden-ave golden-hubert golden-wenet
 
+# The oracles' throw-away venvs, pinned to the versions their manifests record (golden/
+# manifest.json, golden/hubert/, golden/wenet/), so that a regeneration on a fresh machine writes
+# the committed files byte for byte. The pins are applied on every run: a venv left by another
+# session with other versions is brought back to them (pip does nothing when they hold).
+ORACLE_COMMON := numpy==2.4.6 soundfile==0.14.0 soxr==1.1.0
+ORACLE_AVE    := librosa==0.10.1 scipy==1.17.1 "setuptools<70"
+ORACLE_HUBERT := transformers==4.57.6 librosa==0.10.1 "setuptools<81"
+ORACLE_WENET  := kaldi-native-fbank==1.23.0 onnxruntime==1.32.0
+
 golden-ave:
-	test -x /tmp/oracle/bin/python || ( $(PYTHON) -m venv /tmp/oracle && \
-	  $(CONSTRAINT) /tmp/oracle/bin/pip install $(TORCH_FROM) torch==2.13.0 && \
-	  /tmp/oracle/bin/pip install librosa==0.10.1 soundfile scipy && \
-	  /tmp/oracle/bin/pip install "setuptools<70" )
+	test -x /tmp/oracle/bin/python || $(PYTHON) -m venv /tmp/oracle
+	$(CONSTRAINT) /tmp/oracle/bin/pip install -q $(TORCH_FROM) torch==2.13.0
+	/tmp/oracle/bin/pip install -q $(ORACLE_COMMON) $(ORACLE_AVE)
 	/tmp/oracle/bin/python golden/make_golden.py
 
 golden-hubert:
-	@if [ -f golden/make_golden_hubert.py ]; then \
-	  ( test -x /tmp/oracle-hubert/bin/python || ( $(PYTHON) -m venv /tmp/oracle-hubert && \
-	    $(CONSTRAINT) /tmp/oracle-hubert/bin/pip install $(TORCH_FROM) torch==2.13.0 && \
-	    /tmp/oracle-hubert/bin/pip install "transformers>=4.45,<5" librosa==0.10.1 soundfile soxr scipy && \
-	    /tmp/oracle-hubert/bin/pip install "setuptools<70" ) ) && \
-	  /tmp/oracle-hubert/bin/python golden/make_golden_hubert.py; \
-	else echo "golden-hubert: golden/make_golden_hubert.py not present, skipped"; fi
+	test -x /tmp/oracle-hubert/bin/python || $(PYTHON) -m venv /tmp/oracle-hubert
+	$(CONSTRAINT) /tmp/oracle-hubert/bin/pip install -q $(TORCH_FROM) torch==2.13.0
+	/tmp/oracle-hubert/bin/pip install -q $(ORACLE_COMMON) $(ORACLE_HUBERT)
+	/tmp/oracle-hubert/bin/python golden/make_golden_hubert.py
 
+# torchaudio: only its compliance/kaldi.py is used (its compiled part does not load against torch 2.13)
 golden-wenet:
-	@if [ -f golden/make_golden_wenet.py ]; then \
-	  ( test -x /tmp/oracle-wenet/bin/python || ( $(PYTHON) -m venv /tmp/oracle-wenet && \
-	    $(CONSTRAINT) /tmp/oracle-wenet/bin/pip install $(TORCH_FROM) torch==2.13.0 && \
-	    /tmp/oracle-wenet/bin/pip install kaldi-native-fbank onnxruntime soundfile soxr && \
-	    /tmp/oracle-wenet/bin/pip install --no-deps torchaudio ) ) && \
-	  /tmp/oracle-wenet/bin/python golden/make_golden_wenet.py; \
-	else echo "golden-wenet: golden/make_golden_wenet.py not present, skipped"; fi
+	test -x /tmp/oracle-wenet/bin/python || $(PYTHON) -m venv /tmp/oracle-wenet
+	$(CONSTRAINT) /tmp/oracle-wenet/bin/pip install -q $(TORCH_FROM) torch==2.13.0
+	/tmp/oracle-wenet/bin/pip install -q $(ORACLE_COMMON) $(ORACLE_WENET)
+	/tmp/oracle-wenet/bin/pip install -q --no-deps torchaudio==2.11.0
+	/tmp/oracle-wenet/bin/python golden/make_golden_wenet.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -13,7 +13,10 @@ from synctalk_audio.stream import StreamingPipeline, latency_for
 
 from .conftest import golden_array
 
-TOL = 1e-5
+#: Streams against offline on the same machine: bit for bit (README: "streaming equals offline bit
+#: for bit on CPU"); against the golden files written on another machine: the golden promise.
+TOL = 0.0
+GOLDEN_TOL = 1e-5
 CHUNK_20MS = 320
 
 
@@ -69,7 +72,7 @@ def test_golden_clips_20ms_chunks(clip, sp):
     ref = golden_array(clip, "frames_ave.npy")
     out = _stream(sp, wav, [CHUNK_20MS])
     assert out.shape == ref.shape
-    assert _maxdiff(out, ref) <= TOL
+    assert _maxdiff(out, ref) <= GOLDEN_TOL
 
 
 
@@ -334,7 +337,7 @@ def test_cli_stream_json_and_output(tmp_path, capsys):
     assert report["algorithmic_latency"]["samples"] == 7240
     for key in ("chunk_wall_ms", "frame_compute_ms", "frame_ready_ms"):
         assert set(report[key]) >= {"median", "p95", "max"}
-    assert _maxdiff(np.load(out), ref) <= TOL
+    assert _maxdiff(np.load(out), ref) <= GOLDEN_TOL
 
 
 def test_cli_stream_text_and_errors(tmp_path, capsys):
