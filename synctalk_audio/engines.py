@@ -85,7 +85,7 @@ class Precision:
 
 #: The precisions of the ave encoder, with their bounds. "fast" was measured on real speech (the
 #: 9 golden clips + a 45 s clip) with the seeded weights: max |fast − exact| / max |exact| =
-#: 0.68–0.94 % (bfloat16; 2e-6 in float32 on CPUs without bfloat16); the bound leaves a factor
+#: 0.67–0.97 % (bfloat16; 2e-6 in float32 on CPUs without bfloat16); the bound leaves a factor
 #: of 2. "onnx" is what an .onnx checkpoint runs; the other two need the PyTorch checkpoint.
 PRECISIONS: Mapping[str, Precision] = MappingProxyType({
     "exact": Precision("exact", 1e-7, 1e-5,

@@ -41,7 +41,7 @@ from synctalk_audio.export import (
     verify_torchscript,
 )
 
-from .conftest import MANIFEST, ROOT, golden_array
+from .conftest import FULL_CLIPS, MANIFEST, ROOT, golden_array, golden_input
 
 CLIP = "speech_16k_mono"
 
@@ -157,18 +157,22 @@ def test_onnxruntime_matches_pytorch(onnx_path, batches, name, seeded_encoder, f
     assert verify_onnx(onnx_path, folded, x) <= FLOAT32_REL_TOL * np.abs(got).max()
 
 
-def test_onnx_matches_oracle_features(onnx_path, real):
-    """All 32 windows in one batch against the independent oracle's features.npy."""
-    got = run_onnx(onnx_path, real)
-    _within(got, golden_array(CLIP, "features.npy"), FLOAT32_REL_TOL)
+@pytest.mark.parametrize("clip", FULL_CLIPS)
+def test_onnx_matches_oracle_features(onnx_path, clip):
+    """Every golden clip (README's exactness table: "on the golden clips"): the oracle's windows in
+    one batch against its features.npy, and the whole pipeline on the .onnx against padded.npy."""
+    import synctalk_audio as sa
+
+    windows = golden_array(clip, "windows_fps25.npy")[:, None]
+    _within(run_onnx(onnx_path, windows), golden_array(clip, "features.npy"), FLOAT32_REL_TOL)
+    padded = sa.pipeline(golden_input(clip), checkpoint=str(onnx_path)).padded
+    _within(padded, golden_array(clip, "padded.npy"), FLOAT32_REL_TOL)
 
 
 def test_onnx_port_passes_validate(onnx_path, tmp_path, seeded_encoder):
     """The porting loop of the README: reference dataset → the port runs encoder.onnx → validate."""
     from synctalk_audio import pipeline
     from synctalk_audio.dataset import validate, write_reference
-
-    from .conftest import golden_input
 
     write_reference(pipeline(golden_input(CLIP), checkpoint=seeded_encoder, device="cpu"), tmp_path / "ref",
                     frames=False, checkpoint=seeded_encoder)
