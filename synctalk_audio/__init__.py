@@ -56,6 +56,8 @@ _LAZY = {
     "StreamingPipeline": "stream",
     "StreamPool": "stream",
     "PoolError": "stream",
+    "latency_for": "stream",
+    "Latency": "stream",
     "hubert_features": "hubert",
     "load_hubert_engine": "hubert",
     "write_standin_hubert": "hubert",

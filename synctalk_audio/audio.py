@@ -80,6 +80,14 @@ def max_audio_seconds(max_seconds: "float | None" = None) -> float:
     return float(max_seconds)
 
 
+def refuse_masked(wav: object, *, name: str = "audio") -> None:
+    """AudioError for a numpy masked array: ``np.asarray`` would drop its mask and use the
+    samples under it as they are."""
+    if isinstance(wav, np.ma.MaskedArray):
+        raise AudioError(f"{name} is a masked array; its mask would be ignored: fill the masked samples first "
+                         f"(e.g. samples.filled(0.0))")
+
+
 def check_waveform(wav: np.ndarray, *, name: str = "audio", integers: bool = False) -> np.ndarray:
     """Validate a mono waveform and return it as a 1-D array (no copy).
 
@@ -104,6 +112,8 @@ def check_waveform(wav: np.ndarray, *, name: str = "audio", integers: bool = Fal
         If ``wav`` is not 1-D, not real, integer PCM (unless ``integers``), holds NaN/Inf, or
         values beyond float32 range (such values would overflow the float64 STFT into Inf).
     """
+    if type(wav) is not np.ndarray:
+        refuse_masked(wav, name=name)
     arr = np.asarray(wav)
     if arr.ndim == 1 and arr.dtype.char in "fd":
         # the common case in one numpy call and no temporary (a 20 ms stream push notices the

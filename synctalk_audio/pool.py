@@ -126,6 +126,8 @@ class StreamPool:
         threads: int | None = 1,
         overlap: "bool | int" = False,
     ) -> None:
+        if isinstance(overlap, (np.bool_, np.integer)):  # numpy's True and 2 are the same settings
+            overlap = bool(overlap) if isinstance(overlap, np.bool_) else int(overlap)
         if not (isinstance(overlap, bool) or (isinstance(overlap, (int, np.integer))
                                                 and 0 <= overlap <= MAX_OVERLAP)):
             raise ConfigError(f"overlap must be True, False or the pushes in flight 0 … {MAX_OVERLAP}, got {overlap!r}")
@@ -147,6 +149,13 @@ class StreamPool:
         self._states: dict[Hashable, Any] = {}  # ave or wenet stream states
         # the one-off costs (kernel set-up, the exact engine's weight packing) now, not in a tick
         self._encode([np.zeros((1, *self._geo.warm_up()[1]), np.float32)])
+
+    @property
+    def in_flight(self) -> int:
+        """Pushes whose windows are still being encoded (``overlap``; at most ``overlap``, fewer after
+        :meth:`flush` or :meth:`close`, which collect them). If an encoding fails, the streams of
+        these pushes go back to before them: a server that keeps its last chunks re-pushes this many."""
+        return len(self._pending)
 
     def keys(self) -> list[Hashable]:
         """The open streams' keys, in the order they were opened."""
@@ -242,59 +251,75 @@ class StreamPool:
         ------
         PoolError
             One or more chunks were bad: ``.errors`` maps their keys to the library error;
-            ``.frames`` holds the frames of the keys that succeeded (their state advanced).
+            ``.frames`` holds every frame the call produced — the keys that succeeded and, with
+            ``overlap``, the failing keys' frames of earlier pushes: deliver all of them.
         Exception
             The encoder failed (e.g. ShapeError on NaN rows): no stream of the failing push
-            advanced (with ``overlap=N``, the streams of the pushes in flight — the last N — go
-            back to before the oldest of them, and nothing of this call was consumed).
+            advanced (with ``overlap=N``, the streams of the pushes in flight — :attr:`in_flight`
+            before the call, at most N: those since the last :meth:`flush`/:meth:`close` — go back
+            to before the oldest of them, a note on the exception says how many, and nothing of
+            this call was consumed). Frames already collected come with the next call.
         """
         if not isinstance(chunks, Mapping):
             raise ConfigError(f"push() takes a mapping {{key: chunk}}, got {type(chunks).__name__}")
         for key in chunks:  # a custom Mapping may yield unhashable keys: refuse the push before anything
             _check_key(key)
         with self._lock:
-            # 1. the rows of the push `overlap` pushes ago (overlap=1: its encoding had the cores to
+            # 1. every chunk checked first: a bad one is its key's error before anything moves
+            checked: dict[Hashable, np.ndarray] = {}
+            errors: dict[Hashable, Exception] = {}
+            for key, samples in chunks.items():
+                try:
+                    checked[key] = _check_chunk(samples)
+                except (AudioError, StreamError) as exc:
+                    errors[key] = exc
+            # 2. the rows of the push `overlap` pushes ago (overlap=1: its encoding had the cores to
             #    itself since that push returned; a mel step running beside it measured a worse p99 tick)
             out = self._collect()
             if self._held:
                 out = _merged(self._held, out)
                 self._held = {}
-            # 2. each stream's STFT frames, then the mel columns of all of them, then the windows
-            staged: dict[Hashable, tuple[Any, Any]] = {}
-            errors: dict[Hashable, Exception] = {}
-            for key, samples in chunks.items():
-                try:
-                    chunk = _check_chunk(samples)
-                    if chunk.shape[0] > _PIECE or not self._geo.batched_mel:  # cut piece by piece below
-                        staged[key] = (None, chunk)
-                    else:
-                        state = self._states.get(key)
-                        staged[key] = mel_frames(state.carry if state is not None else mel_init(self.config),
-                                                 chunk, self.config)
-                except (AudioError, StreamError) as exc:
-                    errors[key] = exc
-            keys = list(staged)
-            columns = self._columns([staged[k] for k in keys])
-            states, windows = [], []
-            for key, cols in zip(keys, columns):
-                state = (self._states.get(key) or self._geo.new_state()).copy()
-                carry, chunk = staged[key]
-                windows.append(self._geo.ready(state, carry, cols, final=False) if cols is not None else
-                               np.concatenate([self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
-                                               for lo in range(0, max(chunk.shape[0], 1), _PIECE)]))
-                states.append(state)
-            if self.overlap:
-                self._submit(keys, states, windows)
-                for key in keys:
-                    out.setdefault(key, self._geo.empty())
-            else:
-                for key, state, r in zip(keys, states, self._encode(windows)):
-                    # no rows, no frames: a frame needs a new row (every second 20 ms push)
-                    out[key] = self._geo.frames(state, r, final=False) if r is not None else self._geo.empty()
-                    self._commit(key, state)
+            try:
+                self._advance(checked, out)
+            except BaseException:  # e.g. the encoder failed: what was collected comes with the next call
+                self._hold(out)
+                raise
         if errors:
             raise PoolError(errors, out)
         return out
+
+    def _advance(self, chunks: "dict[Hashable, np.ndarray]", out: "dict[Hashable, np.ndarray]") -> None:
+        """Advance every stream by its checked chunk: each stream's STFT frames, the mel columns of all
+        of them in one go, the windows, then one engine run (``overlap``: started in the background).
+        Adds ``{key: frames}`` to ``out``; commits the streams' states only once their rows are
+        known (``overlap``: once the run started)."""
+        staged: dict[Hashable, tuple[Any, Any]] = {}
+        for key, chunk in chunks.items():
+            if chunk.shape[0] > _PIECE or not self._geo.batched_mel:  # cut piece by piece below
+                staged[key] = (None, chunk)
+            else:
+                state = self._states.get(key)
+                staged[key] = mel_frames(state.carry if state is not None else mel_init(self.config), chunk,
+                                         self.config)
+        keys = list(staged)
+        columns = self._columns([staged[k] for k in keys])
+        states, windows = [], []
+        for key, cols in zip(keys, columns):
+            state = (self._states.get(key) or self._geo.new_state()).copy()
+            carry, chunk = staged[key]
+            windows.append(self._geo.ready(state, carry, cols, final=False) if cols is not None else
+                           np.concatenate([self._geo.windows(state, chunk[lo:lo + _PIECE], final=False)
+                                           for lo in range(0, max(chunk.shape[0], 1), _PIECE)]))
+            states.append(state)
+        if self.overlap:
+            self._submit(keys, states, windows)
+            for key in keys:
+                out.setdefault(key, self._geo.empty())
+            return
+        for key, state, r in zip(keys, states, self._encode(windows)):
+            # no rows, no frames: a frame needs a new row (every second 20 ms push)
+            out[key] = self._geo.frames(state, r, final=False) if r is not None else self._geo.empty()
+            self._commit(key, state)
 
     def _commit(self, key: Hashable, state: Any) -> None:
         """Make ``state`` ``key``'s stream state (a new key opens a stream with a new identity)."""
@@ -329,7 +354,11 @@ class StreamPool:
         wait(runs)
         error = next((f.exception() for f in runs if f.exception() is not None), None)
         if error is not None:
+            n_back = len(self._pending)
             self._rewind(self._pending.popleft())
+            if hasattr(error, "add_note"):  # Python >= 3.11
+                error.add_note(f"StreamPool: the encoder failed; the streams of the {n_back} push(es) in flight went "
+                               f"back to before them: push those chunks again")
             raise error
         for _ in range(n):
             pending = self._pending.popleft()
@@ -444,12 +473,17 @@ class PoolError(StreamError):
     Attributes
     ----------
     errors : dict key → library error (those streams are unchanged)
-    frames : dict key → frames, for the keys that succeeded
+    frames : dict key → frames: everything the push produced (the keys that succeeded, and with
+        ``overlap`` the failing keys' frames of earlier pushes)
     """
 
     def __init__(self, errors: Mapping[Hashable, Exception], frames: Mapping[Hashable, np.ndarray]) -> None:
         self.errors, self.frames = dict(errors), dict(frames)
         first = next(iter(self.errors.items()))
         super().__init__(f"{len(self.errors)} stream(s) rejected their chunk, e.g. {first[0]!r}: {first[1]}")
+
+    def __reduce__(self) -> tuple:
+        """Pickled with its errors and frames (a pool in a worker process raises it to the parent)."""
+        return type(self), (self.errors, self.frames), self.__dict__
 
 

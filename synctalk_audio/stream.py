@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import check_waveform
+from .audio import check_waveform, refuse_masked
 from .batches import check_positive_int
 from .config import DEFAULT_RADIUS, MEL_FPS, MEL_STEP, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_fps, \
     check_encoder_config, check_mode, check_radius, mode_shape
@@ -158,11 +158,13 @@ def _check_chunk(samples: Any) -> np.ndarray:
     """Validate one pushed chunk; return it as a 1-D float array (not yet float64)."""
     if isinstance(samples, (str, bytes)) or samples is None:
         raise AudioError(f"push() needs a 1-D float array of samples, got {type(samples).__name__}")
+    refuse_masked(samples, name="pushed chunk")
     try:
         arr = np.asarray(samples)
-    except (ValueError, TypeError):  # e.g. a ragged list: numpy cannot make one array of it
-        raise AudioError(f"push() needs a 1-D float array of samples; numpy cannot make one array of this "
-                         f"{type(samples).__name__} (ragged or mixed items); the chunk was not consumed") from None
+    except Exception as exc:  # a ragged list, a tensor that requires grad or of a dtype numpy lacks, …
+        why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise AudioError(f"push() needs a 1-D float array of samples; numpy cannot make an array of this "
+                         f"{type(samples).__name__} ({why}); the chunk was not consumed") from None
     if arr.dtype.kind != "f":
         hint = " (int PCM: divide by 32768 as float32 first)" if arr.dtype.kind in "iu" else ""
         raise AudioError(f"pushed samples must be floating point (float32 at 16 kHz), got dtype {arr.dtype}{hint}")
@@ -613,7 +615,7 @@ class StreamingPipeline:
         st = self._state
         pad = f"pad_mode={self.config.pad_mode!r}, " if self.mode == "ave" else ""
         return (f"StreamingPipeline(mode={self.mode!r}, fps={self.fps}, context={self.context!r}, "
-                f"radius={self.radius}, device={self.device!r}, {pad}"
+                f"radius={self.radius}, precision={self.precision!r}, device={self.device!r}, {pad}"
                 f"samples_in={st.n_in}, frames_out={st.n_out}, finished={st.finished}, "
                 f"latency={self._latency.ms:g} ms)")
 

@@ -551,13 +551,21 @@ def test_chunks_numpy_cannot_take_or_beyond_float32_are_one_key_errors(seeded_en
     empty = np.empty((0, *off.shape[1:]), np.float32)
     pool = StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=overlap)
     got = [pool.push({"a": wav[:12000]})["a"]]
-    for bad, match in (([[1.0], [1.0, 2.0]], "numpy cannot make one array"), (np.full(320, 1e300), "beyond float32")):
+    import torch
+
+    bads = (([[1.0], [1.0, 2.0]], "numpy cannot make an array"), (np.full(320, 1e300), "beyond float32"),
+            (torch.zeros(320, requires_grad=True), "requires grad"),  # once a raw RuntimeError, frames lost
+            (torch.zeros(320, dtype=torch.bfloat16), "numpy cannot make an array"),
+            (np.ma.masked_array(np.zeros(320), mask=np.arange(320) % 2 == 0), "masked array"))
+    at = 12000
+    for bad, match in bads:
         with pytest.raises(PoolError) as exc:
-            pool.push({"a": wav[12000 + 320 * len(got) - 320:12000 + 320 * len(got)], "b": bad})
+            pool.push({"a": wav[at:at + 320], "b": bad})
+        at += 320
         assert set(exc.value.errors) == {"b"} and match in str(exc.value.errors["b"])
         assert isinstance(exc.value.errors["b"], sa.AudioError)
         got.append(exc.value.frames.get("a", empty))
-    got += [pool.push({"a": wav[12640:]})["a"], pool.flush("a")]
+    got += [pool.push({"a": wav[at:]})["a"], pool.flush("a")]
     np.testing.assert_array_equal(np.concatenate(got), off)
     assert pool.keys() == []
 
@@ -574,3 +582,62 @@ def test_chunks_numpy_cannot_take_or_beyond_float32_are_one_key_errors(seeded_en
     for call in (lambda: pool.push(Odd()), lambda: pool.flush(["x"]), lambda: pool.reset({"x": 1})):
         with pytest.raises(sa.StreamError, match="must be hashable"):
             call()
+
+
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_an_error_after_collecting_keeps_the_collected_frames(seeded_encoder, speech, overlap):
+    """A failure inside a push after it collected earlier pushes' frames (here the mel step, once)
+    loses none of them: they come with the next call; the failing push consumed nothing."""
+    wav = speech[1]
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=overlap)
+    got, t, failed = [], 0, False
+    real = pool._columns
+    while t * TICK < wav.shape[0]:
+        if t == 30 and not failed:
+            failed = True
+            pool._columns = lambda staged: (_ for _ in ()).throw(RuntimeError("mel step failed"))
+            with pytest.raises(RuntimeError, match="mel step failed"):
+                pool.push({"a": wav[t * TICK:(t + 1) * TICK]})
+            pool._columns = real
+            continue  # the same chunk again
+        got.append(pool.push({"a": wav[t * TICK:(t + 1) * TICK]}).get("a"))
+        t += 1
+    got.append(pool.flush("a"))
+    np.testing.assert_array_equal(np.concatenate([g for g in got if g is not None]), _offline(wav, seeded_encoder))
+
+
+def test_in_flight_and_the_note_on_an_encoder_failure(seeded_encoder, speech):
+    """``in_flight`` counts the pushes a failure rolls back; the raised error says how many."""
+    from synctalk_audio.engines import resolve_encoder
+
+    flaky = _Flaky(resolve_encoder(seeded_encoder, device="cpu"), fail_call=6)
+    pool = StreamPool(checkpoint=flaky, device="cpu", overlap=3)
+    wav, seen = speech[1], []
+    with pytest.raises(RuntimeError, match="encoder unavailable") as exc:
+        for t in range(40):
+            seen.append(pool.in_flight)
+            pool.push({"a": wav[t * TICK:(t + 1) * TICK]})
+    assert seen[:4] == [0, 1, 2, 3] and max(seen) == 3
+    assert any("3 push(es) in flight went back" in note for note in exc.value.__notes__)
+    assert pool.in_flight == 0
+    pool.flush("a") if pool.keys() else None
+    assert StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=np.bool_(True)).overlap is True
+    assert StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=np.int64(2)).overlap == 2
+
+
+def test_pool_error_pickles_with_its_errors_and_frames(seeded_encoder, speech):
+    """A pool in a worker process raises PoolError to its parent: it must survive pickling
+    (it once raised TypeError on unpickling, breaking a ProcessPoolExecutor for good)."""
+    import pickle
+
+    pool = StreamPool(checkpoint=seeded_encoder, device="cpu")
+    with pytest.raises(PoolError) as exc:
+        pool.push({"a": speech[0][:16000], "b": np.array([np.nan], np.float32)})
+    back = pickle.loads(pickle.dumps(exc.value))
+    assert type(back) is PoolError and str(back) == str(exc.value)
+    assert set(back.errors) == {"b"} and isinstance(back.errors["b"], sa.AudioError)
+    np.testing.assert_array_equal(back.frames["a"], exc.value.frames["a"])
+
+
+def test_latency_names_are_exported():
+    assert sa.latency_for(25).ms == 452.5 and isinstance(sa.latency_for(25), sa.Latency)

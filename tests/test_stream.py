@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -231,7 +232,9 @@ def test_rejected_chunks_do_not_corrupt_the_stream(seeded_encoder, demo_wav):
         (np.float32(0.5), "1-D"),
         ("wav", "1-D float array"),
         (np.array([1 + 1j]), "floating point"),
-        ([[0.1], [0.1, 0.2]], "numpy cannot make one array"),  # ragged: once a raw ValueError
+        ([[0.1], [0.1, 0.2]], "numpy cannot make an array"),   # ragged: once a raw ValueError
+        (torch.zeros(320, requires_grad=True), "requires grad"),  # once a raw RuntimeError
+        (np.ma.masked_array(wav[5000:5320], mask=np.ones(320, bool)), "masked array"),
         (np.full(320, 1e39), "beyond float32 range"),            # offline refuses it too
     ]
     for chunk, match in bad:
