@@ -64,6 +64,9 @@ from pathlib import Path
 
 import numpy as np
 
+import bench_args  # noqa: E402
+from bench_args import positive_float, positive_int  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 CLIP = HERE / "data" / "speech_45s.flac"
@@ -776,17 +779,17 @@ def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
-    parser.add_argument("--cold-repeats", type=int, default=3, help="fresh processes per variant (default 3)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per variant (default 5)")
+    parser.add_argument("--cold-repeats", type=positive_int, default=3, help="fresh processes per variant (default 3)")
     parser.add_argument("--long", action="store_true", help="also run a 1-hour file end to end")
     parser.add_argument("--skip", default="",
                         help="comma list of sections to skip: " + ",".join(SECTIONS))
     parser.add_argument("--only", default="", help="comma list of the only sections to run")
-    parser.add_argument("--hubert-layers", type=int, default=24,
+    parser.add_argument("--hubert-layers", type=positive_int, default=24,
                         help="transformer layers of the hubert-large-shaped random model (default 24, as large)")
-    parser.add_argument("--hubert-repeats", type=int, default=2,
+    parser.add_argument("--hubert-repeats", type=positive_int, default=2,
                         help="alternating timed runs per hubert variant on the 45 s clip (default 2)")
-    parser.add_argument("--ghz", type=float, help="clock for the peak (default lscpu's max or /proc/cpuinfo's MHz; "
+    parser.add_argument("--ghz", type=positive_float, help="clock for the peak (default lscpu's max or /proc/cpuinfo's MHz; "
                         "a VM shows the nominal clock, not the turbo one)")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
@@ -999,4 +1002,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_args.run(main, "bench"))

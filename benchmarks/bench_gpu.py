@@ -43,6 +43,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from bench_args import positive_float, positive_int  # noqa: E402
+
 SECTIONS = ("encoder", "e2e", "hubert", "stream", "pool", "processes")
 
 
@@ -106,7 +108,8 @@ def encoder_section(state_dict, up, repeats: int, device: str = "cuda", copies: 
     return res
 
 
-def e2e_section(state_dict, up, repeats: int, work: Path, device: str = "cuda", minutes: float = 10.0) -> dict:
+def e2e_section(state_dict, up, repeats: int, work: Path, device: str = "cuda", minutes: float = 10.0,
+                clip_s: float = 45.0) -> dict:
     import bench
 
     import synctalk_audio as sa
@@ -115,11 +118,11 @@ def e2e_section(state_dict, up, repeats: int, work: Path, device: str = "cuda", 
     model = up.load_model(state_dict, device)
     prepared = {p: prepare_encoder(sa.load_encoder(state_dict, device="cpu"), precision=p, device=device)
                 for p in ("exact", "fast")}
-    clip = str(bench.CLIP)
+    clip = str(bench.CLIP if clip_s >= 45.0 else bench.tile_clip(bench.CLIP, clip_s, work / "clip.flac"))
     variants = {"upstream": lambda: up.features(clip, model, device=device),
                 **{p: (lambda e: lambda: sa.pipeline(clip, checkpoint=e).padded)(e) for p, e in prepared.items()}}
     outs = {k: fn() for k, fn in variants.items()}  # warm-up, and the rows compared
-    res = {"clip_s": 45.0, **summary(timed(variants, repeats, device))}
+    res = {"clip_s": min(clip_s, 45.0), **summary(timed(variants, repeats, device))}
     for p in prepared:
         res[p]["max_rel_vs_upstream"] = rel(outs[p], outs["upstream"])
     long = bench.tile_clip(bench.CLIP, 60.0 * minutes, work / "long.flac")
@@ -257,9 +260,10 @@ def _child(spec: dict, index: int) -> None:
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma list of sections: " + ",".join(SECTIONS))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--hubert-layers", type=int, default=24)
-    parser.add_argument("--pool-seconds", type=float, default=2.0, help="measured seconds per pool trial")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--hubert-layers", type=positive_int, default=24,
+                        help="transformer layers of the random hubert-large-shaped model (default 24; --smoke-cpu: 2)")
+    parser.add_argument("--pool-seconds", type=positive_float, default=2.0, help="measured seconds per pool trial")
     parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
     parser.add_argument("--processes", default="1x224,2x112,4x56,8x28",
                         help="section 6: comma list of PxN (P pool processes of N users each)")
@@ -305,15 +309,26 @@ def main(argv: "list[str] | None" = None) -> int:
           f"({results['cpus']} CPUs), torch {results['torch']}, CUDA {results['cuda']}, cuDNN {results['cudnn']}; "
           "weights: untrained stand-ins (seeded ave, random hubert-large-shaped)", flush=True)
     state_dict = seeded_state_dict(0)
-    work = Path(tempfile.mkdtemp(prefix="synctalk-gpu-"))
+    with tempfile.TemporaryDirectory(prefix="synctalk-gpu-") as tmp:  # the hubert model alone is 1.2 GB
+        run_sections(args, only, plan, results, state_dict, up, device, Path(tmp))
+    print_table(results)
+    return 0
+
+
+def run_sections(args, only: list, plan: list, results: dict, state_dict, up, device: str, work: Path) -> None:
+    """Run the sections in ``only`` into ``results`` (saved to ``--json`` after each); ``--smoke-cpu``
+    shrinks every size (2 hubert layers, 5 s clips, a few users)."""
+    smoke = args.smoke_cpu
 
     def save() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
     runs = {"encoder": lambda: encoder_section(state_dict, up, args.repeats, device, 1 if smoke else 16),
-            "e2e": lambda: e2e_section(state_dict, up, args.repeats, work, device, 0.5 if smoke else 10.0),
-            "hubert": lambda: hubert_section(max(2, args.repeats // 2), args.hubert_layers, work, device),
+            "e2e": lambda: e2e_section(state_dict, up, args.repeats, work, device, 0.1 if smoke else 10.0,
+                                       5.0 if smoke else 45.0),
+            "hubert": lambda: hubert_section(max(2, args.repeats // 2), 2 if smoke else args.hubert_layers, work,
+                                             device),
             "stream": lambda: stream_section(state_dict, device, 3.0 if smoke else 45.0),
             "pool": lambda: pool_section(state_dict, args.pool_seconds, device, 2 if smoke else 64, 4 if smoke else 4096),
             "processes": lambda: processes_section(device, plan, 3.0)}
@@ -328,8 +343,6 @@ def main(argv: "list[str] | None" = None) -> int:
         print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
         print(json.dumps(results[name], indent=1, default=str)[:3000], flush=True)
         save()
-    print_table(results)
-    return 0
 
 
 def print_table(r: dict) -> None:
@@ -342,7 +355,7 @@ def print_table(r: dict) -> None:
               + f"; upstream rows {e['upstream']['max_rel_vs_cpu_exact']:.2g} off")
     if "upstream" in r.get("e2e", {}):
         e = r["e2e"]
-        print(f"  ave end to end, 45 s: upstream {e['upstream']['best_s']:.3f} s; "
+        print(f"  ave end to end, {e['clip_s']:g} s: upstream {e['upstream']['best_s']:.3f} s; "
               + "; ".join(f"{p} {e[p]['best_s']:.3f} s ({e[p]['ratio_best']:.1f}x)" for p in ("exact", "fast"))
               + "; long file: " + ", ".join(f"{p} {v['minutes']:g} min in {v['best_s']:.2f} s "
                                             f"({v['x_real_time']:.0f}x real time)" for p, v in e["long"].items()))

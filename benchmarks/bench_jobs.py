@@ -31,6 +31,9 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_args import checkpoint, positive_int, run  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_INPUTS = ROOT / "golden" / "inputs"
 DEMO = ROOT / "synctalk_audio" / "data" / "demo_speech.wav"
@@ -99,8 +102,8 @@ def run_backend(backend: str, src: Path, out: Path, checkpoint: str) -> dict:
 
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="seeded", help="encoder checkpoint (default: seeded ave weights)")
-    parser.add_argument("--repeat", type=int, default=1, help="use the 12-clip set this many times (default 1)")
+    parser.add_argument("--checkpoint", type=checkpoint, default="seeded", help="encoder checkpoint (default: seeded ave weights)")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="use the 12-clip set this many times (default 1)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -155,4 +158,4 @@ def _duration(path: Path) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "bench_jobs"))

@@ -31,6 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_args import checkpoint, existing_file, positive_float, positive_int, run  # noqa: E402
+
 DEFAULT_AUDIO = ROOT / "benchmarks" / "data" / "speech_45s.flac"
 
 
@@ -47,16 +51,17 @@ def cpu_model() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--audio", default=str(DEFAULT_AUDIO), help="audio file (default: the 45 s speech clip)")
-    parser.add_argument("--checkpoint", default="seeded",
+    parser.add_argument("--audio", type=existing_file, default=str(DEFAULT_AUDIO),
+                        help="audio file (default: the 45 s speech clip)")
+    parser.add_argument("--checkpoint", type=checkpoint, default="seeded",
                         help="encoder checkpoint (.pth, or an exported .onnx: onnxruntime), or 'seeded' (default)")
     parser.add_argument("--precision", choices=["exact", "fast"], default="exact",
                         help="PyTorch encoder precision (default exact; an .onnx runs 'onnx')")
-    parser.add_argument("--chunk-ms", type=float, default=20.0, help="push size in ms (default 20)")
-    parser.add_argument("--threads", default="1",
+    parser.add_argument("--chunk-ms", type=positive_float, default=20.0, help="push size in ms (default 20)")
+    parser.add_argument("--threads", type=threads_or_none, default="1",
                         help="StreamingPipeline(threads=…): torch threads per encoder call, or 'none' (default 1)")
-    parser.add_argument("--seconds", type=float, default=None, help="only the first S seconds of the audio")
-    parser.add_argument("--repeat", type=int, default=3, help="stream it this many times, report the best run")
+    parser.add_argument("--seconds", type=positive_float, default=None, help="only the first S seconds of the audio")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="stream it this many times, report the best run")
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with the offline pipeline")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench_serving import floor_ms
 
-    threads = None if args.threads.lower() == "none" else int(args.threads)
+    threads = args.threads
     if is_onnx_model(args.checkpoint):  # onnxruntime, torch never imported
         encoder = load_onnx_encoder(args.checkpoint, device="cpu", threads=threads)
     else:
@@ -153,5 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def threads_or_none(text: str) -> "int | None":
+    """``--threads``: a positive integer, or ``none`` (leave torch's setting alone)."""
+    return None if text.lower() == "none" else positive_int(text)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "bench_stream"))

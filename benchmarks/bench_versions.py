@@ -27,6 +27,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CLIP = HERE / "data" / "speech_45s.flac"
+sys.path.insert(0, str(HERE))
+
+from bench_args import existing_dir, positive_int  # noqa: E402
+
+
+def package_dir(text: str) -> Path:
+    """A folder holding a ``synctalk_audio/`` package (else the worker would import the installed one
+    and time a version against itself)."""
+    folder = existing_dir(text)
+    if not (folder / "synctalk_audio" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} holds no synctalk_audio/__init__.py (expected a checkout's root)")
+    return folder
 
 _WORKER = r"""
 import json, sys, time
@@ -83,10 +95,11 @@ def cold(package_parent: Path, ckpt: Path, precision: str, out: Path) -> float:
 
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("old", type=Path, help="folder holding the other version's synctalk_audio/")
-    parser.add_argument("--new", type=Path, default=ROOT, help="folder holding this version's (default: the checkout)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--cold-repeats", type=int, default=5)
+    parser.add_argument("old", type=package_dir, help="folder holding the other version's synctalk_audio/")
+    parser.add_argument("--new", type=package_dir, default=ROOT,
+                        help="folder holding this version's (default: the checkout)")
+    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--cold-repeats", type=positive_int, default=5)
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))

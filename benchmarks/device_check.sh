@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one call (a lent CUDA machine: its own python3 with torch, no registry).
 # Wheels the image lacks (soundfile, soxr, librosa 0.10.1 for the upstream baseline...) travel in
-# .whl/ (see docs/performance.md, "GPU"). Logs and figures go to $OUT (or ./gpu_out).
+# .whl/ (pip download --only-binary=:all: --python-version 3.12 -d .whl soundfile soxr librosa==0.10.1 …
+# on a machine with the registry; the folder is git-ignored). Logs and figures go to $OUT (or ./gpu_out).
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1

@@ -12,6 +12,8 @@ feature: the library ships no int8 path while the error is over that bound.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import tempfile
 import time
@@ -21,6 +23,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CLIP = HERE / "data" / "speech_45s.flac"
+sys.path.insert(0, str(HERE))
 
 
 class _Windows:
@@ -47,7 +50,10 @@ def _best_time(fn, repeats: int = 5) -> float:
     return best
 
 
-def main() -> int:
+def main(argv: "list[str] | None" = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                            epilog="Takes about a minute; prints the CPU model with the figures.").parse_args(argv)
+    from bench_stream import cpu_model
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -81,6 +87,8 @@ def main() -> int:
     t_ref, ref = results["float32"]
     scale = float(np.abs(ref).max())
     bound = PRECISIONS["fast"].max_rel
+    print(f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.2f}; "
+          f"onnxruntime's default threads")
     print(f"{CLIP.name}: {n} windows; calibration: windows 0..{held_out} (every 4th); bound {bound:.0%} of max|x|")
     for name, (t, out) in results.items():
         err_all = float(np.abs(out - ref).max()) / scale

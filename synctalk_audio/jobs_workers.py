@@ -25,8 +25,8 @@ from .jobs_plan import Item, Outcome, Settings, _one_line, weights_key
 
 __all__ = ["BLAS_THREADS", "load_engine", "check_device", "extract_one", "pin_blas_threads", "usable_cores"]
 
-_RAY_MISSING = ("ray is not installed; --ray / extract_dataset(ray=...) needs it: pip install 'synctalk-audio[ray]' "
-                "(from a clone: pip install -e '.[ray]')")
+_RAY_MISSING = ("ray is not installed; --ray / extract_dataset(ray=...) needs it: pip install -e '.[ray]' in the "
+                "package's clone")
 
 
 # --------------------------------------------------------------------------- the per-file task
