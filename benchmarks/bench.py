@@ -196,8 +196,9 @@ def gemm_rate(repeats: int = 8, n: int = 2048) -> dict:
 # --------------------------------------------------------------------------- helpers
 
 
-def ensure_pkg_resources() -> dict[str, str]:
-    """Make ``import librosa`` (0.10.1 imports pkg_resources) work; return the env for children."""
+def ensure_pkg_resources(required: bool = True) -> "dict[str, str] | None":
+    """Make ``import librosa`` (0.10.1 imports pkg_resources) work; return the env for children
+    (``required=False``: None when it cannot, instead of exiting)."""
     env = dict(os.environ)
     try:
         import pkg_resources  # noqa: F401
@@ -208,6 +209,8 @@ def ensure_pkg_resources() -> dict[str, str]:
         sys.path.append(str(BENCH_SITE))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(BENCH_SITE)) if p)
         return env
+    if not required:
+        return None
     sys.exit("bench: librosa 0.10.1 needs pkg_resources (setuptools < 81), which this venv lacks; run "
              "`make bench`, which installs it into .venv/bench-site")
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_args import checkpoint, existing_file, positive_float, positive_int, run  # noqa: E402
-from bench_stream import cpu_model  # noqa: E402
+from bench_stream import cpu_model, upstream_ms_per_frame  # noqa: E402
 
 DEFAULT_AUDIO = ROOT / "benchmarks" / "data" / "speech_45s.flac"
 TICK = 320          # 20 ms at 16 kHz
@@ -236,6 +236,12 @@ def main(argv: "list[str] | None" = None) -> int:
         floor_engines = engines
     results = {}
     modes = args.overlap or [0, 1, 2]
+    # upstream's own recipe, offline on 30 s of the same speech: the per-frame CPU a server pays with
+    # its code at best (it cannot stream), measured in this run
+    upstream = upstream_ms_per_frame(wav[: 16000 * 30], args.checkpoint)
+    upstream_users = int(cores * 1000 / (25 * upstream)) if upstream else None
+    say(f"upstream's recipe, offline (cannot stream): " + (f"{upstream:.3f} CPU-ms per frame; its CPU cost would "
+        f"allow {upstream_users} users" if upstream else "not measured (an .onnx, or no librosa 0.10.1: make bench)"))
     for name, engine in engines.items():
         floor = floor_ms(floor_engines[name], wav)
         say(f"{name}: encoder floor {floor:.3f} CPU-ms per window (batches of {floor_engines[name].batch_size}, "
@@ -261,6 +267,7 @@ def main(argv: "list[str] | None" = None) -> int:
     load = os.getloadavg()[0]
     if args.json:
         print(json.dumps({"cpu_model": cpu_model(), "cpus": cores, "threads": threads, "load_average": load,
+                          "upstream_offline_cpu_ms_per_frame": upstream, "upstream_cpu_capacity_users": upstream_users,
                           "results": results}, indent=2))
         return 0
     print(f"\nresult on {cpu_model()} ({cores} CPUs, load average now {load:.2f}; other processes on these "
@@ -283,6 +290,11 @@ def main(argv: "list[str] | None" = None) -> int:
           "p99 from the start of the tick that completed a frame's audio (needed_samples) to the end of the push "
           "returning it; "
           f"CPU-ms/frame at N = 2 × target, ticks back to back; CPU capacity = {cores} cores / that cost")
+    if upstream:
+        print(f"  upstream's recipe (offline on 30 s of the same speech; it cannot stream): {upstream:.3f} CPU-ms per "
+              f"frame, so at best {upstream_users} users' worth of CPU; real-time users ÷ that: "
+              + ", ".join(f"{name} {(r['best']['users'] if r['best'] else 0) / upstream_users:.2f}×"
+                          for name, r in results.items()))
     return 0
 
 

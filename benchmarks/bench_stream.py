@@ -49,6 +49,39 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def upstream_ms_per_frame(wav: np.ndarray, checkpoint: str, repeats: int = 2) -> "float | None":
+    """Upstream's own recipe (benchmarks/upstream_recipe.py: librosa 0.10.1, DataLoader batches of 64,
+    one ``get_audio_features`` per frame, torch's default threads) run offline on ``wav``: its process
+    CPU ms per video frame, best of ``repeats``. Upstream cannot stream — it needs the whole file —
+    so this is the per-frame cost a server pays with upstream's code at best. None when its
+    librosa 0.10.1 is not installed (``make bench`` installs it) or the checkpoint is an .onnx."""
+    import tempfile
+
+    import bench
+
+    if checkpoint.endswith(".onnx") or bench.ensure_pkg_resources(required=False) is None:
+        return None
+    try:
+        import soundfile as sf
+        import torch
+        import upstream_recipe as up
+    except ImportError:
+        return None
+    from synctalk_audio.encoder import seeded_state_dict
+
+    weights = seeded_state_dict(0) if checkpoint == "seeded" else torch.load(checkpoint, map_location="cpu")
+    model = up.load_model(weights)
+    best = float("inf")
+    with tempfile.TemporaryDirectory(prefix="synctalk-upstream-") as tmp:
+        path = str(Path(tmp) / "clip.wav")
+        sf.write(path, wav, 16000, subtype="FLOAT")  # float32 as loaded: upstream's librosa.load reads it as is
+        for _ in range(repeats + 1):  # the first run warms up
+            c = time.process_time()
+            n, _ = up.frames(up.features(path, model))
+            best = min(best, (time.process_time() - c) * 1000 / n)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--audio", type=existing_file, default=str(DEFAULT_AUDIO),
@@ -101,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         out, report = run_stream(stream, wav, chunk, keep_frames=not args.no_check)
         if best is None or report.total_cpu_s < best.total_cpu_s:
             best, frames = report, out
+    upstream = upstream_ms_per_frame(wav, args.checkpoint)
     load_after = os.getloadavg()
 
     result = best.summary()
+    result["upstream_offline_cpu_ms_per_frame"] = upstream
     result["floor_ms_per_window"] = floor
     result["encoder_ms_one_window_per_call"] = one
     result["ratio_to_floor"] = result["cpu_ms_per_frame"] / floor
@@ -144,6 +179,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if result['ratio_to_floor'] <= 1.25 else 'NOT met'}) on {m['cpu_model']}")
     print(f"  of which the encoder, one window per call as a stream runs it: {one:.3f} ms "
           f"({one / floor:.2f} × the floor); the rest, {result['cpu_ms_per_frame'] - one:.3f} ms, is the stream's own")
+    if upstream is not None:
+        print(f"upstream's recipe, offline on the same audio (it cannot stream: it needs the whole file; "
+              f"torch's default threads): {upstream:.3f} CPU-ms per frame; this stream costs "
+              f"{result['cpu_ms_per_frame'] / upstream:.2f} × that (upstream / stream = "
+              f"{upstream / result['cpu_ms_per_frame']:.2f}×) on {m['cpu_model']}")
+    else:
+        print("upstream's recipe: not measured (an .onnx checkpoint, or librosa 0.10.1 missing: `make bench` "
+              "installs it)")
     print(f"wall {result['wall_ms_per_frame']:.2f} ms per frame; real-time factor {result['real_time_factor']:.3f}")
     for key, label in [("chunk_wall_ms", "push wall time per chunk"), ("chunk_cpu_ms", "push CPU time per chunk"),
                        ("frame_compute_ms", "compute per streamed frame"),
