@@ -1,6 +1,6 @@
 """Performance against the upstream recipes, measured side by side on this machine.
 
-    make bench                                   # = .venv/bin/python benchmarks/bench.py
+    make bench                                   # set-up, then this script and benchmarks/bench_jobs.py
     .venv/bin/python benchmarks/bench.py --long  # + a 1-hour file end to end (a few minutes)
     .venv/bin/python benchmarks/bench.py --only hubert --hubert-layers 6   # one section, a smaller model
 
@@ -812,6 +812,11 @@ def main(argv: list[str] | None = None) -> int:
     from synctalk_audio.encoder import seeded_state_dict
 
     m = machine()
+
+    def head(text: str) -> None:
+        """A section's first line, with the CPU it ran on (every figure names its machine)."""
+        print(f"{text}  [{m['model']}]")
+
     if args.ghz:
         m["mhz"], m["mhz_source"] = args.ghz * 1000, "--ghz"
         m["peak_gflops"] = m["cores"] * args.ghz * m["flops_per_cycle"]
@@ -849,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         if "warm" not in skip:
             w = warm(CLIP, args.repeats, state_dict, up, onnx_path)
             results["warm"] = w
-            print(f"[1] warm end to end, {CLIP.name} (45 s, {w['n_frames']} frames), {args.repeats} alternating runs")
+            head(f"[1] warm end to end, {CLIP.name} (45 s, {w['n_frames']} frames), {args.repeats} alternating runs")
             print(f"    {'':10s} {'median':>9s} {'best':>9s} {'x median':>9s} {'x best':>8s}  max|diff| vs upstream")
             print(f"    {'upstream':10s} {fmt_s(w['upstream']['median'])} {fmt_s(w['upstream']['best'])}")
             for p in ours:
@@ -863,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         if "encoder" not in skip:
             e = encoder_only(CLIP, args.repeats, state_dict, up, m, gemm, onnx_path)
             results["encoder"] = e
-            print(f"[2] encoder only, {e['n_windows']} windows x {e['gflop_per_window']:.4f} GFLOP "
+            head(f"[2] encoder only, {e['n_windows']} windows x {e['gflop_per_window']:.4f} GFLOP "
                   f"(exact count of the 13 convs) = {e['gflop_total']:.1f} GFLOP; load {load_avg()}")
             print(f"    {'':10s} {'median':>9s} {'best':>9s} {'windows/s':>10s} {'GFLOP/s':>8s} {'of peak':>8s} "
                   f"{'of GEMM':>8s} {'x best':>7s}  rel. diff vs exact")
@@ -884,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         if "cold" not in skip:
             c = cold(CLIP, args.cold_repeats, ckpt, env, work, onnx_path)
             results["cold"] = c
-            print(f"[3] cold start, fresh processes, {args.cold_repeats} alternating runs each: "
+            head(f"[3] cold start, fresh processes, {args.cold_repeats} alternating runs each: "
                   f"`{c['command']}` vs `python benchmarks/upstream_recipe.py CLIP --checkpoint CKPT -o OUT.npy`")
             print(f"    {'':10s} {'median':>9s} {'best':>9s} {'x median':>9s} {'x best':>8s} {'peak RSS':>9s}")
             for name in ("upstream", *ours):
@@ -898,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
         if "many" not in skip:
             mc = many_clips(12, 3.0, ckpt, env, work, onnx_path)
             results["many"] = mc
-            print(f"[3b] a folder of {mc['n_clips']} clips of {mc['seconds_each']:g} s: one fresh process per clip vs "
+            head(f"[3b] a folder of {mc['n_clips']} clips of {mc['seconds_each']:g} s: one fresh process per clip vs "
                   "`synctalk-audio features CLIP1 CLIP2 … -o OUT` (one process, encoder loaded once)")
             print(f"    {'upstream script, a process per clip':44s} {mc['upstream_per_clip']:7.2f} s")
             print(f"    {'synctalk-audio exact, a process per clip':44s} {mc['exact_per_clip']:7.2f} s "
@@ -917,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
                 # 1-hour run is ours only.
                 r = long_audio(minutes, ckpt, env, work, with_upstream=minutes <= 10, onnx_path=onnx_path)
                 results["long"].append(r)
-                print(f"[4] long audio: {minutes:g} min ({r['file_mb']:.1f} MB FLAC) end to end in a child process"
+                head(f"[4] long audio: {minutes:g} min ({r['file_mb']:.1f} MB FLAC) end to end in a child process"
                       f"{'' if 'upstream' in r else ' (upstream skipped: quadratic in length)'}")
                 for name in ("upstream", *ours):
                     if name in r:
@@ -930,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         if "oneline" not in skip:
             o = oneline_section(CLIP, ckpt, env, args.repeats)
             results["oneline"] = o
-            print(f"[6] the one-line call `pipeline(CLIP, checkpoint=\"x.pth\", precision=P)` in a fresh process, "
+            head(f"[6] the one-line call `pipeline(CLIP, checkpoint=\"x.pth\", precision=P)` in a fresh process, "
                   f"{args.repeats} alternating runs; load {load_avg()}")
             print(f"    {'':22s} {'median':>9s} {'best':>9s} {'x median':>9s} {'x best':>8s}  (x = upstream / it)")
             for p, r in o.items():
@@ -946,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
         if "wenet" not in skip:
             wn = wenet_section(CLIP, args.repeats, work)
             results["wenet"] = wn
-            print(f"[7] wenet, {CLIP.name}: {wn['n_fbank_frames']} fbank frames, {wn['n_rows']} rows; encoder: the "
+            head(f"[7] wenet, {CLIP.name}: {wn['n_fbank_frames']} fbank frames, {wn['n_rows']} rows; encoder: the "
                   f"UNTRAINED stand-in encoder.onnx ({wn['encoder']}); load {load_avg()}")
             if "torchaudio_missing" in wn:
                 print(f"    (upstream skipped: {wn['torchaudio_missing']})")
@@ -966,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
         if "hubert" not in skip:
             h = hubert_section(CLIP, args.hubert_repeats, args.hubert_layers, work)
             results["hubert"] = h
-            print(f"[8] hubert, {CLIP.name}: random hubert-large-shaped HubertModel, {h['num_layers']} layers "
+            head(f"[8] hubert, {CLIP.name}: random hubert-large-shaped HubertModel, {h['num_layers']} layers "
                   f"({h['params_m']:.0f} M parameters; large has 24), rows {tuple(h['rows'])}, "
                   f"{args.hubert_repeats} alternating runs; load {load_avg()}")
             print(f"    {'':10s} {'median':>9s} {'best':>9s} {'x median':>9s} {'x best':>8s}  max|diff| / max|upstream|")
@@ -987,7 +992,7 @@ def main(argv: list[str] | None = None) -> int:
         elif g is None:
             print("[5] GPU: no CUDA device here; the CUDA paths (exact fp32 without TF32, fast fp16) are not measured")
         else:
-            print(f"[5] GPU {g['device']}: encoder, {g['n_windows']} windows (more in benchmarks/bench_gpu.py)")
+            head(f"[5] GPU {g['device']}: encoder, {g['n_windows']} windows (more in benchmarks/bench_gpu.py)")
             for name in ("upstream", "exact", "fast"):
                 r = g[name]
                 ratio = f"{r['ratio_best']:.1f}x" if "ratio_best" in r else ""
