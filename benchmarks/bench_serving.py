@@ -240,7 +240,7 @@ def main(argv: "list[str] | None" = None) -> int:
     # its code at best (it cannot stream), measured in this run
     upstream = upstream_ms_per_frame(wav[: 16000 * 30], args.checkpoint)
     upstream_users = int(cores * 1000 / (25 * upstream)) if upstream else None
-    say(f"upstream's recipe, offline (cannot stream): " + (f"{upstream:.3f} CPU-ms per frame; its CPU cost would "
+    say("upstream's recipe, offline (cannot stream): " + (f"{upstream:.3f} CPU-ms per frame; its CPU cost would "
         f"allow {upstream_users} users" if upstream else "not measured (an .onnx, or no librosa 0.10.1: make bench)"))
     for name, engine in engines.items():
         floor = floor_ms(floor_engines[name], wav)

@@ -88,7 +88,14 @@ def refuse_masked(wav: object, *, name: str = "audio") -> None:
                          f"(e.g. samples.filled(0.0))")
 
 
-def check_waveform(wav: np.ndarray, *, name: str = "audio", integers: bool = False) -> np.ndarray:
+#: What a 2-D array should become in the ave recipe (librosa mixes channels) and in the hubert and
+#: wenet recipes (their scripts take channel 0).
+MIX_HINT = "mix stereo with to_mono(samples) first"
+CHANNEL0_HINT = "take channel 0 first, samples[:, 0], as upstream's script does"
+
+
+def check_waveform(wav: np.ndarray, *, name: str = "audio", integers: bool = False,
+                   mono_hint: str = MIX_HINT) -> np.ndarray:
     """Validate a mono waveform and return it as a 1-D array (no copy).
 
     Samples are floats on soundfile's scale (about [-1, 1]). Integer PCM (int16, int32, uint8…)
@@ -105,6 +112,8 @@ def check_waveform(wav: np.ndarray, *, name: str = "audio", integers: bool = Fal
     integers : bool
         Accept integer samples as they are: only for stages whose result does not depend on
         the scale (Kaldi fbank, HuBERT's normalisation).
+    mono_hint : str
+        What the error for a 2-D array suggests (:data:`CHANNEL0_HINT` for hubert and wenet).
 
     Raises
     ------
@@ -134,7 +143,7 @@ def check_waveform(wav: np.ndarray, *, name: str = "audio", integers: bool = Fal
     if arr.ndim != 1:
         raise AudioError(
             f"{name} must be a 1-D mono waveform, got shape {arr.shape}"
-            + (" (mix stereo with to_mono(samples) first)" if arr.ndim == 2 else "")
+            + (f" ({mono_hint})" if arr.ndim == 2 else "")
         )
     if arr.dtype.kind == "f" and arr.size:
         # min/max first: no temporary of the clip's size unless something is wrong.

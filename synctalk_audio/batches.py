@@ -170,8 +170,10 @@ def encode_in_batches(
             raise ShapeError(f"the encoder returned shape {got} for a batch of {hi - lo} inputs; expected "
                              f"{(hi - lo, *row_shape)}, one row per input (is the checkpoint this mode's encoder?)")
         if not np.isfinite(y).all():
-            raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised inputs "
-                             "(mel windows in [-4, 4])")
+            raise ShapeError("encoder output overflowed to NaN/Inf; expected normalised inputs (mel windows in [-4, 4])"
+                             if tuple(row_shape) == (512,) else
+                             "the encoder returned NaN/Inf for finite fbank windows (is the checkpoint the wenet "
+                             "encoder.onnx?)")
         if rows is None:
             out[lo:hi] = y
         else:

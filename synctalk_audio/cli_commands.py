@@ -204,7 +204,7 @@ def _run_frames(args: argparse.Namespace) -> int:
         _emit_json(summary)
     else:
         _say(args, f"{args.features} {_shape(feats.shape)} → {out}: {_shape(frames.shape)} float32 "
-                   f"({args.mode}, ±8 rows of context, {args.context} outside; no first/last repeat)")
+                   f"({args.mode}, ±{args.radius} rows of context, {args.context} outside; no first/last repeat)")
     return 0
 
 

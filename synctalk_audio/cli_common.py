@@ -125,8 +125,13 @@ def _describe_outputs(out: Path, meta: dict[str, Any]) -> list[str]:
     kind = meta["dataset"]["kind"]
     if meta.get("mode", "ave") != "ave":  # hubert/wenet: the upstream file (+ fbank), frames as written
         names = sorted(n for n in meta.get("sha256", {}) if not n.startswith("frames/"))
-        lines = [f"  {name}  float32  {_shape(shapes.get(key, []))}" for name, key in
-                 ((n, "fbank" if n == "fbank.npy" else "audio_features_raw") for n in names)]
+
+        def shape_of(name: str) -> list:
+            if name == "audio_frames.npy":  # every frame, (M, *frame_reshaped)
+                return [meta["n_frames"], *shapes["frame_reshaped"]]
+            return shapes.get("fbank" if name == "fbank.npy" else "audio_features_raw", [])
+
+        lines = [f"  {name}  float32  {_shape(shape_of(name))}" for name in names]
         if kind == "reference":
             n = meta["n_frames"]
             lines += [f"  frames/frame_XXXXX_window.npy   ×{n}  float32  {_shape(shapes['frame_window'])}",

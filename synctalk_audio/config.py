@@ -177,6 +177,16 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_mode_fps(mode: str, fps: "float | None") -> float:
+    """The video frame rate of ``mode``: ``fps`` (any rate for ave; None: the mode's own), else
+    ConfigError — hubert and wenet features are one row per frame at 25 / 20 fps."""
+    check_mode(mode)
+    if mode != "ave" and fps is not None and fps != MODE_FPS[mode]:
+        raise ConfigError(f"fps for {mode} is fixed at {MODE_FPS[mode]} by its features (one row per video frame), "
+                          f"got {fps!r}")
+    return check_fps(MODE_FPS[mode] if fps is None else fps)
+
+
 def check_fps(fps: float) -> float:
     """Return ``fps`` if it is a finite number in [1, 1000], else raise :class:`ConfigError`.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from einops import rearrange
 
-from .config import DEFAULT_RADIUS, FRAME_SPLIT, RADII, check_context, check_mode, mode_shape
+from .config import DEFAULT_RADIUS, FRAME_SPLIT, RADII, check_context, check_mode, check_radius, mode_shape
 from .errors import ShapeError
 
 __all__ = ["pad_context", "margin_rows", "with_margin", "context_windows", "window_view", "context_window",
@@ -291,9 +291,28 @@ def frames_for_mode(padded: np.ndarray, mode: str, *, context: str = "zeros", ra
     Returns
     -------
     ndarray view, shape (M, *mode_shape(mode, radius))
+
+    Raises
+    ------
+    ShapeError
+        Rows that are not the mode's (512 ave, 2×1024 hubert, 16×512 wenet values), e.g. raw
+        (T, 1024) HuBERT rows before pairing.
+    ConfigError
+        A radius other than 8 or 4, an unknown mode.
     """
+    radius = check_radius(radius)
     arr = np.asarray(padded)
+    shape = arr.shape
     if arr.ndim > 2:
         arr = rearrange(arr, "m ... -> m (...)")
-    _check_features(arr, name="padded features" if mode == "ave" else f"{mode} features")  # named for the caller
+    _check_features(arr, name="padded features" if check_mode(mode) == "ave" else f"{mode} features")  # for the caller
+    width = int(np.prod(FRAME_SPLIT[mode]))
+    if arr.shape[1] != width:  # else a row of another width could pass for the other radius' window
+        raise ShapeError(f"{mode} frames are made of {_ROWS[mode]}, {width} values per row; got shape {shape} "
+                         f"({arr.shape[1]} per row)")
     return reshape_for_mode(context_windows(arr, context=context, radius=radius), mode)
+
+
+#: What each mode's frames are made of (one row per frame, before the context).
+_ROWS = {"ave": "(N + 2, 512) padded encoder rows", "hubert": "(T, 2, 1024) HuBERT pairs (aud_hu.npy)",
+         "wenet": "(K, 16, 512) wenet encoder outputs (aud_wenet.npy)"}

@@ -105,9 +105,15 @@ def is_engine(obj: Any) -> bool:
     return isinstance(obj, Engine) and isinstance(getattr(obj, "mode", None), str)
 
 
-def _check_precision(precision: "str | None") -> "str | None":
+#: The precisions each mode offers (hubert: the model in float32 or bfloat16/float16; wenet: onnxruntime).
+MODE_PRECISIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"ave": tuple(PRECISIONS), "hubert": ("exact", "fast"), "wenet": ("onnx",)})
+
+
+def check_precision(precision: "str | None", mode: str = "ave") -> "str | None":
+    """``precision`` if ``mode`` offers it (None: the checkpoint's own), else one ConfigError line."""
     if precision is not None and (not isinstance(precision, str) or precision not in PRECISIONS):
-        raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}; {mode} offers {', '.join(MODE_PRECISIONS[mode])}")
     return precision
 
 
@@ -258,7 +264,7 @@ def resolve_encoder(
     file does not reload, fold and re-pack the weights each time. A changed file is reloaded.
     """
     check_mode(mode)
-    _check_precision(precision)
+    check_precision(precision, mode)
     threads = check_positive_int("threads", threads)
     if not isinstance(device, str):
         device = str(device)

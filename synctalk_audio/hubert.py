@@ -65,6 +65,8 @@ HUBERT_SAMPLE_RATE = 16000
 HUBERT_CLIP = 320 * 1000
 #: Receptive field and hop of HuBERT's conv feature extractor (samples): one row per 20 ms.
 HUBERT_KERNEL = 400
+#: Fewest samples that give a video frame with ``odd="drop"``: two hidden-state rows, (720 − 80) // 320.
+HUBERT_MIN_DROP = 720
 HUBERT_STRIDE = 320
 #: Hidden size of hubert-large (and of every model this front end accepts).
 HUBERT_DIM = 1024
@@ -123,9 +125,9 @@ def hubert_normalize(wav: np.ndarray) -> np.ndarray:
     >>> hubert_normalize(np.array([0.0, 1.0])).tolist()
     [-0.9999998807907104, 0.9999998807907104]
     """
-    from .audio import check_waveform
+    from .audio import CHANNEL0_HINT, check_waveform
 
-    arr = check_waveform(wav, name="hubert audio", integers=True)  # normalised: any scale
+    arr = check_waveform(wav, name="hubert audio", integers=True, mono_hint=CHANNEL0_HINT)  # normalised: any scale
     if arr.size == 0:
         raise AudioError("hubert audio is empty, expected at least 1 sample")
     x = arr.astype(np.float32)  # the extractor's float64 → float32 cast (also ints, float16)
@@ -235,7 +237,8 @@ def hubert_pairs(rows: np.ndarray, *, expected_T: int, odd: str = "drop") -> np.
     Raises
     ------
     ShapeError
-        ``rows`` is not (T, 1024).
+        ``rows`` is not (T, 1024), or more than one row away from ``expected_T`` (upstream
+        asserts ``abs(T − expected_T) <= 1``: a model with another conv layout).
     ConfigError
         ``expected_T`` negative or ``odd`` unknown.
     """
@@ -246,6 +249,10 @@ def hubert_pairs(rows: np.ndarray, *, expected_T: int, odd: str = "drop") -> np.
         raise ShapeError(f"hubert rows must be a float (T, {HUBERT_DIM}) array, got {arr.dtype} {arr.shape}")
     expected_T = _check_count("expected_T", expected_T)
     odd = _check_odd(odd)
+    if abs(arr.shape[0] - expected_T) > 1:  # upstream: assert abs(ret.shape[0] - expected_T) <= 1
+        raise ShapeError(f"the hubert model gave {arr.shape[0]} rows where hubert-large's convolutions give "
+                         f"{expected_T} (± 1): a model with another conv layout (conv_kernel / conv_stride) than "
+                         f"hubert-large, whose rows would not be 20 ms apart")
     arr = arr.astype(np.float32, copy=False)
     target = expected_T - expected_T % 2 if odd == "drop" else expected_T + expected_T % 2
     if arr.shape[0] >= target:
@@ -263,7 +270,7 @@ def hubert_features(wav: np.ndarray, engine: Any, *, odd: str = "drop") -> np.nd
 
     Parameters
     ----------
-    wav : array_like, shape (n,), n >= 400
+    wav : array_like, shape (n,), n >= 720 (``odd="drop"``) or 400 (``"pad"``)
         Samples at 16 kHz (float64 as ``soundfile.read`` gives them; see :func:`load_hubert_audio`).
     engine : HubertEngine
         Any object of the seam with ``mode == "hubert"``: ``engine(batch (B, L)) -> (B, R, 1024)``.
@@ -278,7 +285,8 @@ def hubert_features(wav: np.ndarray, engine: Any, *, odd: str = "drop") -> np.nd
     Raises
     ------
     AudioError
-        Fewer than 400 samples (no model window; upstream crashes), or bad samples.
+        Fewer than 400 samples (no model window; upstream crashes), fewer than 720 with
+        ``odd="drop"`` (one hidden-state row, dropped: no frame), or bad samples.
     ConfigError
         Unknown ``odd`` or an engine of another mode.
     """
@@ -289,6 +297,9 @@ def hubert_features(wav: np.ndarray, engine: Any, *, odd: str = "drop") -> np.nd
     n = x.shape[0]
     if n < HUBERT_KERNEL:
         raise AudioError(f"hubert audio has {n} samples, expected at least {HUBERT_KERNEL} (25 ms at 16 kHz)")
+    if hubert_pair_count(n, odd=odd) == 0:  # one hidden-state row: upstream drops it, no frame is left
+        raise AudioError(f"hubert audio has {n} samples: with odd={odd!r} that is no video frame; expected at least "
+                         f"{HUBERT_MIN_DROP} samples (45 ms at 16 kHz; {HUBERT_KERNEL} with odd='pad')")
     batch_size = max(1, int(getattr(engine, "batch_size", 1) or 1))
     parts = []
     for group in _batches(hubert_chunks(n), batch_size):
@@ -452,6 +463,11 @@ def _check_config(config: Mapping[str, Any], where: str) -> None:
     hidden = config.get("hidden_size")
     if hidden != HUBERT_DIM:
         raise CheckpointError(f"{where} has hidden_size {hidden!r}, expected {HUBERT_DIM} (hubert-large)")
+    for name, want in (("conv_kernel", _CONV_KERNEL), ("conv_stride", _CONV_STRIDE)):
+        got = config.get(name, list(want))
+        if not isinstance(got, (list, tuple)) or tuple(got) != want:
+            raise CheckpointError(f"{where} has {name} {got!r}, expected {list(want)} (hubert-large): its rows "
+                                  f"would not be 20 ms apart")
 
 
 def _load_model(checkpoint: Any) -> tuple[Any, str]:
@@ -483,8 +499,10 @@ def _load_model(checkpoint: Any) -> tuple[Any, str]:
         raise
     except Exception as exc:  # OSError, ValueError, HF hub errors, safetensors errors...
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-        what = "hubert model" if local else "hubert model (not a local directory; hub download)"
-        raise CheckpointError(f"cannot load {what} {where!r}: {reason}") from None
+        if local:
+            raise CheckpointError(f"cannot load hubert model {where!r}: {reason}") from None
+        raise CheckpointError(f"cannot load hubert model {spec!r}: no such local directory (in {os.getcwd()}), and as "
+                              f"a HuggingFace hub id: {reason}") from None
     missing = [k for k in info.get("missing_keys", ()) if k != "masked_spec_embed"]
     if missing:
         raise CheckpointError(f"hubert model {where!r} lacks {len(missing)} weight(s) (first: {missing[0]}), "

@@ -160,18 +160,15 @@ def _make_out(root: Path) -> None:
 def _check_settings(settings: Settings, workers: int, ray: Any, gpus: float) -> None:
     from .audio import max_audio_seconds
     from .batches import check_positive_int
-    from .config import MODE_FPS, check_context, check_fps, check_mode, check_radius
-    from .engines import PRECISIONS
+    from .config import check_context, check_mode, check_mode_fps, check_radius
+    from .engines import check_precision
 
     check_mode(settings.mode)
     check_radius(settings.radius)
     check_context(settings.context)
     if settings.fps is not None:
-        check_fps(settings.fps)
-        if settings.mode != "ave" and settings.fps != MODE_FPS[settings.mode]:
-            raise ConfigError(f"fps for {settings.mode} is fixed at {MODE_FPS[settings.mode]}, got {settings.fps!r}")
-    if settings.precision is not None and settings.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {settings.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        check_mode_fps(settings.mode, settings.fps)
+    check_precision(settings.precision, settings.mode)
     check_positive_int("batch_size", settings.batch_size)
     check_positive_int("threads", settings.threads)
     check_positive_int("workers", workers, allow_none=False)

@@ -20,10 +20,10 @@ import numpy as np
 from einops import rearrange
 
 from . import __version__
-from .audio import check_waveform, load_audio, load_channel
+from .audio import CHANNEL0_HINT, MIX_HINT, check_waveform, load_audio, load_channel
 from .batches import check_positive_int
-from .config import DEFAULT_RADIUS, MODE_FPS, SYNCTALK_2D, MelConfig, check_context, check_encoder_config, check_fps, \
-    check_mode, check_radius, mode_shape
+from .config import DEFAULT_RADIUS, SYNCTALK_2D, MelConfig, check_context, check_encoder_config, \
+    check_mode, check_mode_fps, check_radius, mode_shape
 from .context import context_window, context_windows, pad_context, reshape_for_mode
 from .dsp import melspectrogram
 from .engines import PRECISIONS, Precision, encode_batch, resolve_encoder
@@ -216,11 +216,7 @@ def pipeline(
     >>> out.frames.shape                                     # doctest: +SKIP
     (77, 32, 16, 16)
     """
-    check_mode(mode)
-    if mode != "ave" and fps is not None and fps != MODE_FPS[mode]:
-        raise ConfigError(f"fps for {mode} is fixed at {MODE_FPS[mode]} by its features (one row per video frame), "
-                          f"got {fps!r}")
-    fps = check_fps(MODE_FPS[mode] if fps is None else fps)
+    fps = check_mode_fps(mode, fps)
     check_context(context)
     radius = check_radius(radius)
     check_encoder_config(config)
@@ -232,8 +228,8 @@ def pipeline(
     source = str(audio) if isinstance(audio, (str, os.PathLike)) else "<array>"
     if isinstance(audio, (str, os.PathLike)):
         wav = load_for_mode(audio, mode, config=config, max_seconds=max_seconds)
-    else:
-        wav = check_waveform(audio)
+    else:  # a 2-D array: ave's librosa mixes channels, the hubert/wenet scripts take channel 0
+        wav = check_waveform(audio, mono_hint=MIX_HINT if mode == "ave" else CHANNEL0_HINT)
     n_samples = int(wav.shape[0])
     extra: dict[str, Any] = {}
     mel = None
@@ -290,7 +286,7 @@ class AudioPipeline:
     def __init__(self, checkpoint_path: Any, device: str | None = None, mode: str = "ave",
                  fps: "float | None" = None, *, radius: int = DEFAULT_RADIUS) -> None:
         self.mode = check_mode(mode)
-        self.fps = check_fps(MODE_FPS[mode] if fps is None else fps)
+        self.fps = check_mode_fps(mode, fps)
         self.radius = check_radius(radius)
         self.checkpoint_path = checkpoint_path if isinstance(checkpoint_path, (str, os.PathLike)) else None
         self.encoder = resolve_encoder(checkpoint_path, mode=mode, device="auto" if device is None else device)

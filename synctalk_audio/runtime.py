@@ -204,6 +204,17 @@ def _provenance(path: Path, sha256: str) -> Mapping[str, Any]:
     return MappingProxyType(record)
 
 
+def _not_onnx_hint(blob: bytes) -> str:
+    """What a file onnxruntime refused looks like, when it is a common other kind ("" otherwise)."""
+    if blob.startswith(b"PK\x03\x04"):
+        return "it is a zip archive (a PyTorch .pth checkpoint?), not an ONNX model; "
+    if blob.startswith(b"\x80"):
+        return "it is a Python pickle (a PyTorch checkpoint?), not an ONNX model; "
+    if blob[:64].strip() and all(32 <= c < 127 or c in (9, 10, 13) for c in blob[:64]):
+        return "it is a text file, not an ONNX model; "
+    return ""
+
+
 def open_session(ort: Any, path: "str | os.PathLike", *, what: str, device: str,
                  threads: "int | None") -> tuple[Path, str, Any, int, str]:
     """Read an .onnx file and start an onnxruntime session on it: the one loader of both ONNX
@@ -238,7 +249,7 @@ def open_session(ort: Any, path: "str | os.PathLike", *, what: str, device: str,
         session = ort.InferenceSession(blob, options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, …) classes
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CheckpointError(f"cannot load {what} {p}: {reason}") from None
+        raise CheckpointError(f"cannot load {what} {p}: {_not_onnx_hint(blob)}{reason}") from None
     return p, hashlib.sha256(blob).hexdigest(), session, n_threads, dev
 
 

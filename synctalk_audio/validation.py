@@ -210,6 +210,7 @@ class ValidationReport:
     n_frames: int | None
     rows: tuple[ArtifactResult, ...]
     notes: tuple[str, ...] = field(default=())
+    mode: str = "ave"
 
     @property
     def compared(self) -> int:
@@ -239,6 +240,7 @@ class ValidationReport:
             "reference": self.reference,
             "candidate": self.candidate,
             "n_frames": self.n_frames,
+            "mode": self.mode,
             "compared": self.compared,
             "rows": rows,
             "notes": list(self.notes),
@@ -274,7 +276,8 @@ class ValidationReport:
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         text = [f"reference: {self.reference}", f"candidate: {self.candidate}"]
         if self.n_frames is not None:
-            text.append(f"frames expected: {self.n_frames} (N+2)")
+            text.append(f"frames expected: {self.n_frames} " + ("(N+2)" if self.mode == "ave" else
+                                                                  f"(one per {self.mode} feature row)"))
         text.append("")
         for j, line in enumerate(lines):
             text.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
@@ -665,4 +668,4 @@ def validate(
     if not any(r.status in ("pass", "fail") for r in rows):
         notes.append("the candidate provides none of the reference's artifacts")
     return ValidationReport(reference=str(ref_root), candidate=str(cand_root), n_frames=n_frames,
-                            rows=tuple(rows), notes=tuple(notes))
+                            rows=tuple(rows), notes=tuple(notes), mode=meta.get("mode", "ave"))

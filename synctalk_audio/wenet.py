@@ -34,7 +34,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from .audio import check_waveform, load_channel
+from .audio import CHANNEL0_HINT, check_waveform, load_channel
 from .batches import check_positive_int, run_beside
 from .errors import AudioError, CheckpointError, ConfigError, ShapeError, install_hint
 from .kaldi_fbank import fbank
@@ -123,7 +123,7 @@ def wenet_pcm(wav: np.ndarray) -> np.ndarray:
     >>> pcm.shape, pcm[5120:5123].tolist()
     ((10723,), [16383.0, -16383.0, 32767.0])
     """
-    x = check_waveform(wav, name="wav")
+    x = check_waveform(wav, name="wav", mono_hint=CHANNEL0_HINT)
     if x.dtype.kind != "f":
         raise AudioError(f"wav must hold float samples in [-1, 1] (soundfile's scale), got dtype {x.dtype}; "
                          "divide integer PCM by 32768 first")
@@ -432,7 +432,7 @@ def wenet_features(
     """
     from .engines import resolve_encoder, run_engine
 
-    x = check_waveform(wav, name="wav")
+    x = check_waveform(wav, name="wav", mono_hint=CHANNEL0_HINT)
     if x.shape[0] < WENET_MIN_SAMPLES:
         raise AudioError(f"audio has {x.shape[0]} samples; wenet needs at least {WENET_MIN_SAMPLES} at 16 kHz "
                          f"({1000 * WENET_MIN_SAMPLES / WENET_SAMPLE_RATE:g} ms) to fill one 67-frame window")

@@ -317,7 +317,12 @@ def test_frames_command_matches_golden_hubert_and_wenet(tmp_path, capsys):
 @pytest.mark.parametrize("maker,args,match", [
     (lambda d: None, ("--mode", "hubert"), "not found"),
     (lambda d: (d / "f.npy").write_text("hello"), ("--mode", "hubert"), "not a .npy file"),
-    (lambda d: np.save(d / "f.npy", np.zeros((5, 2, 1024), np.float32)), ("--mode", "wenet"), "131072"),
+    (lambda d: np.save(d / "f.npy", np.zeros((5, 2, 1024), np.float32)), ("--mode", "wenet"), "8192 values per row"),
+    # rows of another width that fit the other radius' window once passed, with that radius' shape
+    (lambda d: np.save(d / "f.npy", np.zeros((40, 1024), np.float32)), ("--mode", "hubert"), "(T, 2, 1024) HuBERT pairs"),
+    (lambda d: np.save(d / "f.npy", np.zeros((30, 4096), np.float32)), ("--mode", "wenet"), "got shape (30, 4096)"),
+    (lambda d: np.save(d / "f.npy", np.zeros((30, 16384), np.float32)), ("--mode", "wenet", "--radius", "4"),
+     "8192 values per row"),
     (lambda d: np.save(d / "f.npy", np.full((5, 2, 1024), 1e300)), ("--mode", "hubert"), "beyond float32's range"),
     (lambda d: np.save(d / "f.npy", np.full((5, 512), np.nan, np.float32)), ("--mode", "ave"), "NaN"),
 ])

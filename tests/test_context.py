@@ -85,3 +85,18 @@ def test_pad_context_fills_reserved_rows_without_copying(context):
     small = np.zeros((4, 512), np.float32)[1:3]  # too little room: a fresh buffer, the input untouched
     out = sa.pad_context(small, margin=8)
     assert not np.shares_memory(out, small) and np.array_equal(out, sa.pad_context(np.zeros((2, 512), np.float32)))
+
+
+@pytest.mark.parametrize("shape,mode,radius", [((40, 1024), "hubert", 8), ((40, 2, 512), "hubert", 8),
+                                               ((30, 4096), "wenet", 8), ((30, 16384), "wenet", 4),
+                                               ((30, 4096), "hubert", 4), ((12, 256), "ave", 8)])
+def test_frames_for_mode_refuses_rows_of_another_width(shape, mode, radius):
+    """A row width that fits the *other* radius' window once gave frames of that radius' shape."""
+    with pytest.raises(sa.ShapeError, match=r"values per row; got shape"):
+        sa.frames_for_mode(np.zeros(shape, np.float32), mode, radius=radius)
+
+
+def test_frames_for_mode_takes_radius_8_or_4():
+    with pytest.raises(sa.ConfigError, match="radius must be 8"):
+        sa.frames_for_mode(np.zeros((40, 2, 1024), np.float32), "hubert", radius=32)
+    assert sa.frames_for_mode(np.zeros((40, 2, 1024), np.float32), "hubert", radius=4).shape == (40, 16, 32, 32)

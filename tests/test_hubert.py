@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 transformers = pytest.importorskip("transformers", reason="hubert needs the [hubert] extra (transformers)")
 pytest.importorskip("einops", reason="hubert needs einops")
 
+import synctalk_audio as sa  # noqa: E402
 from synctalk_audio import hubert as H  # noqa: E402
 from synctalk_audio.errors import AudioError, CheckpointError, ConfigError, ShapeError  # noqa: E402
 
@@ -181,6 +183,10 @@ class _FakeEngine:
 def test_row_count_any_length(n, odd):
     engine = _FakeEngine()
     wav = np.sin(np.arange(n) * 0.01)
+    if odd == "drop" and n < H.HUBERT_MIN_DROP:  # one row, dropped: no frame
+        with pytest.raises(AudioError, match="no video frame"):
+            H.hubert_features(wav, engine, odd=odd)
+        return
     out = H.hubert_features(wav, engine, odd=odd)
     expected_T = (n - 80) // 320
     assert H.hubert_row_count(n) == expected_T
@@ -202,8 +208,9 @@ def test_model_rows_formula(L):
 
 
 @settings(max_examples=100, deadline=None)
-@given(T=st.integers(0, 40), expected=st.integers(0, 40), odd=st.sampled_from(["drop", "pad"]))
-def test_pairs_pad_trim_and_odd(T, expected, odd):
+@given(T=st.integers(0, 40), delta=st.sampled_from([-1, 0, 1]), odd=st.sampled_from(["drop", "pad"]))
+def test_pairs_pad_trim_and_odd(T, delta, odd):
+    expected = max(T + delta, 0)
     rows = np.arange(1, T * 1024 + 1, dtype=np.float32).reshape(T, 1024)
     out = H.hubert_pairs(rows, expected_T=expected, odd=odd)
     target = expected - expected % 2 if odd == "drop" else expected + expected % 2
@@ -377,3 +384,67 @@ def test_cuda_exact_matches_the_oracle_and_fast_within_bound(standin_dir):
         assert _rel_err(got, ref) <= REL, clip  # cuDNN/cuBLAS sum in their own order, float32
         assert _rel_err(H.hubert_features(wav, fast), ref) <= H.FAST_REL_ERROR_BOUND, clip
     assert torch.backends.cudnn.allow_tf32  # restored
+
+
+@pytest.mark.parametrize("T,expected", [(35, 69), (137, 69), (0, 2), (5, 3)])
+def test_pairs_refuse_a_model_of_another_conv_layout(T, expected):
+    """Upstream asserts abs(T − expected_T) <= 1; a model whose rows are not 20 ms apart (another
+    conv_stride) was padded with zero rows or cut to fit, silently."""
+    with pytest.raises(ShapeError, match=f"gave {T} rows where hubert-large's convolutions give {expected}") as exc:
+        H.hubert_pairs(np.zeros((T, 1024), np.float32), expected_T=expected)
+    one_line(exc)
+
+
+@pytest.mark.parametrize("field,value", [("conv_stride", [5, 2, 2, 2, 2, 2, 4]), ("conv_stride", [5, 2, 2, 2, 2, 2, 1]),
+                                         ("conv_kernel", [10, 3, 3, 3, 3, 2, 3])])
+def test_a_checkpoint_of_another_conv_layout_is_refused(standin_dir, tmp_path, field, value):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(standin_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config[field] = value
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(sa.CheckpointError, match=re.escape(f"has {field} {value}")) as exc:
+        H.load_hubert_engine(other, device="cpu")
+    one_line(exc)
+
+
+@pytest.mark.parametrize("n,odd,ok", [(399, "pad", False), (400, "pad", True), (400, "drop", False),
+                                      (719, "drop", False), (720, "drop", True)])
+def test_shortest_clips_give_a_frame_or_one_clear_error(exact, n, odd, ok):
+    """With odd='drop' 400–719 samples give one hidden-state row, dropped: once 'padded is empty'."""
+    wav = np.random.default_rng(n).standard_normal(n) * 0.1
+    if ok:
+        assert sa.pipeline(wav, mode="hubert", checkpoint=exact, hubert_odd=odd).frames.shape[0] == 1
+        return
+    with pytest.raises(sa.AudioError, match=f"hubert audio has {n} samples") as exc:
+        sa.pipeline(wav, mode="hubert", checkpoint=exact, hubert_odd=odd)
+    assert ("720" in str(exc.value)) == (n >= 400)
+    one_line(exc)
+
+
+def test_mode_specific_messages(exact):
+    """hubert's precision list, its fixed fps at construction, channel 0 for a 2-D array."""
+    with pytest.raises(sa.ConfigError, match="hubert offers exact, fast"):
+        sa.pipeline(np.zeros(16000, np.float32), mode="hubert", checkpoint=exact, precision="bf16")
+    with pytest.raises(sa.ConfigError, match="fps for hubert is fixed at 25"):
+        sa.AudioPipeline(exact, mode="hubert", fps=30)
+    with pytest.raises(sa.AudioError, match=r"take channel 0 first"):
+        sa.pipeline(np.zeros((16000, 2), np.float32), mode="hubert", checkpoint=exact)
+    with pytest.raises(sa.AudioError, match=r"mix stereo with to_mono"):
+        sa.pipeline(np.zeros((16000, 2), np.float32), checkpoint="seeded")
+
+
+def test_a_missing_relative_directory_says_so(monkeypatch, tmp_path):
+    """'bad/nonexist' is shaped like a hub id: when the hub cannot give it either, the message says
+    no such local directory exists (it once spoke of a hub download only)."""
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"'bad/nonexist': no such local directory \(in .*\), and as a "
+                                              r"HuggingFace hub id: We couldn't connect") as exc:
+        H.load_hubert_engine("bad/nonexist", device="cpu")
+    one_line(exc)

@@ -159,9 +159,41 @@ def test_cli_features_reference_validate_frames(mode, upstream, checkpoints, tmp
     assert proc.returncode == 0, proc.stderr
     proc = _cli("validate", "ref", "ref", "--require", "all", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"(one per {mode} feature row)" in proc.stdout and "(N+2)" not in proc.stdout  # no first/last repeat
     proc = _cli("frames", str(tmp_path / "feat" / upstream), "--mode", mode, "--radius", "4", "-o", "fr.npy",
                 cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "±4 rows of context" in proc.stdout + proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "fr.npy"), upstream_frames(want, 4, sa.mode_shape(mode, 4)))
     proc = _cli("frames", str(tmp_path / "feat" / upstream), "--mode", mode, "-o", "fr.npy", cwd=tmp_path)
     assert proc.returncode == 2 and "--force" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("mode", ["hubert", "wenet"])
+def test_cli_features_frames_summary_names_the_frames_shape(mode, checkpoints, tmp_path):
+    """`features --frames` listed audio_frames.npy with the raw features' shape."""
+    proc = _cli("features", str(CLIP), "--mode", mode, "-c", str(checkpoints[mode]), "--frames", "-o", "feat",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    frames = np.load(tmp_path / "feat" / "audio_frames.npy")
+    shape = "(" + ", ".join(map(str, frames.shape)) + ")"
+    assert f"audio_frames.npy  float32  {shape}" in proc.stdout + proc.stderr
+
+
+def test_wenet_messages(checkpoints, tmp_path):
+    """A .pth given as the wenet encoder is named as such; NaN rows from a wenet encoder do not
+    blame mel windows."""
+    import torch
+
+    from synctalk_audio.batches import encode_in_batches
+
+    pth = tmp_path / "x.pth"
+    torch.save({"w": torch.zeros(3)}, pth)
+    with pytest.raises(sa.CheckpointError, match=r"zip archive \(a PyTorch \.pth checkpoint\?\), not an ONNX model"):
+        sa.pipeline(np.zeros(16000, np.float32) + 0.01, mode="wenet", checkpoint=pth)
+    nan = lambda w: np.full((w.shape[0], 16, 512), np.nan, np.float32)  # noqa: E731
+    with pytest.raises(sa.ShapeError, match="finite fbank windows") as exc:
+        encode_in_batches(2, lambda lo, hi: np.zeros((hi - lo, 1)), nan, batch_size=2, row_shape=(16, 512))
+    assert "mel" not in str(exc.value)
+    with pytest.raises(sa.ConfigError, match="wenet offers onnx"):
+        sa.pipeline(np.zeros(16000, np.float32), mode="wenet", checkpoint=checkpoints["wenet"], precision="bf16")
