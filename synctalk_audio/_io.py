@@ -41,6 +41,7 @@ import shutil
 import signal
 import stat
 import threading
+import warnings
 from contextlib import contextmanager
 from importlib import metadata as _importlib_metadata
 from pathlib import Path
@@ -382,16 +383,39 @@ def _sibling(target: Path, suffix: str) -> Path:
     return target.parent / f".{target.name}.{secrets.token_hex(4)}{suffix}"
 
 
-def _remove(path: Path | None) -> None:
+def _remove(path: Path | None, *, loud: bool = False) -> None:
+    """Delete ``path`` (a file or a tree). A tree with read-only folders (an old output the user
+    made read-only) is made writable for its owner and deleted again; ``loud``: warn, naming it,
+    if it still stays (a replaced output's ``.old`` sibling must not outlive the call unseen)."""
     if path is None:
         return
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(path):
+                _unlock_tree(path)
+                shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     except OSError:
         pass
+    if loud and os.path.lexists(path):
+        warnings.warn(f"could not delete the replaced output, kept aside at {path}: delete it by hand", stacklevel=3)
+
+
+def _unlock_tree(path: Path) -> None:
+    """Give the owner rwx on every folder of ``path`` (what deleting its entries needs)."""
+    def unlock(folder: str) -> None:
+        try:
+            os.chmod(folder, stat.S_IMODE(os.lstat(folder).st_mode) | stat.S_IRWXU)
+        except OSError:
+            pass
+
+    unlock(str(path))
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            if not os.path.islink(os.path.join(root, name)):
+                unlock(os.path.join(root, name))
 
 
 def _make_parent(target: Path) -> None:
@@ -505,7 +529,7 @@ def install(tmp: Path, target: Path, *, replace: bool) -> None:
                 old = None
             raise
     finally:
-        _remove(old)
+        _remove(old, loud=True)
 
 
 def _make_temp_dir(target: Path) -> Path:

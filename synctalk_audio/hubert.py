@@ -662,7 +662,7 @@ def standin_state_dict(shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) 
 
 
 def write_standin_hubert(
-    path: "str | os.PathLike", *, seed: int = 0, num_layers: int = 2, conv_dim: int = 32
+    path: "str | os.PathLike", *, seed: int = 0, num_layers: int = 2, conv_dim: int = 32, overwrite: bool = False
 ) -> Path:
     """Save a deterministic, UNTRAINED tiny ``HubertModel`` (1024-d) with ``save_pretrained``.
 
@@ -676,12 +676,21 @@ def write_standin_hubert(
     Parameters
     ----------
     path : str or PathLike
-        Directory to create or fill.
+        Directory to create (built in a hidden temp sibling and renamed into place, with a
+        ``metadata.json`` of this library beside the model's files); an empty one is filled.
     seed, num_layers, conv_dim : int
+    overwrite : bool
+        Replace an earlier stand-in there (never a directory this library did not write).
 
     Returns
     -------
     Path of the directory.
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a non-empty directory (without ``overwrite``, or not a stand-in of ours), a
+        file, or cannot be written.
     """
     import torch
     import transformers
@@ -696,6 +705,17 @@ def write_standin_hubert(
     state = model.state_dict()
     weights = standin_state_dict({k: tuple(v.shape) for k, v in state.items()}, seed=seed)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-    out = Path(path)
-    model.eval().save_pretrained(out)
-    return out
+    from ._io import LIBRARY, atomic_dir, file_sha256
+    from .config import check_flag
+
+    with atomic_dir(path, overwrite=check_flag("overwrite", overwrite), kind=_STANDIN_KIND) as tmp:
+        model.eval().save_pretrained(tmp)
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        meta = {"library": LIBRARY, "output_kind": _STANDIN_KIND, "untrained": True, "seed": seed,
+                "sha256": {name: file_sha256(tmp / name) for name in files}}
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(path)
+
+
+#: ``output_kind`` of a :func:`write_standin_hubert` directory (what ``overwrite`` may replace).
+_STANDIN_KIND = "hubert-standin"

@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import jobs_plan
 from ._io import check_path_type
@@ -101,7 +102,7 @@ class _Books:
 
     def fail(self, failure: Failure) -> None:
         self.failed.append(failure)
-        _write_failures(self.out_root / FAILURES, self.failed)
+        _write_books(lambda: _write_failures(self.out_root / FAILURES, self.failed))
         self._tick()
 
     def __call__(self, outcome: Outcome) -> None:
@@ -123,6 +124,16 @@ class _Books:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _write_books(write: Callable[[], Any]) -> None:
+    """Write ``_failures.jsonl`` or ``_summary.json``; if that fails (a full disk: what made the files
+    fail too), warn and go on — the run's summary still lists every failure, and the exit status
+    says some failed."""
+    try:
+        write()
+    except (OutputError, OSError) as exc:
+        warnings.warn(f"{_one_line(exc)}; the run goes on (its summary lists the failures)", stacklevel=2)
 
 
 def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
@@ -349,5 +360,5 @@ def _run(settings: Settings, src: Any, out_root: Path, items: list[Item], collis
                       wall_s=time.perf_counter() - start, untrained=bool(weights.get("untrained_seeded")))
     from ._io import write_json
 
-    write_json(out_root / SUMMARY, summary.to_dict(), overwrite=True)
+    _write_books(lambda: write_json(out_root / SUMMARY, summary.to_dict(), overwrite=True))
     return summary

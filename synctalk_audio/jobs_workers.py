@@ -127,9 +127,17 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_process(settings: Settings, expected: tuple[tuple[str, Any], ...]) -> None:
+def _init_process(settings: Settings, expected: tuple[tuple[str, Any], ...], parent: int) -> None:
+    """A worker process's start: quiet on Ctrl-C (the driver reports it, once), killed with its
+    parent — and gone at once if the parent already died while this process was starting (the
+    parent-death signal only covers deaths after it is set: an orphan went on writing files)."""
     global _PROCESS_WORKER
+    import signal
+
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # no traceback from every worker
     _die_with_parent()
+    if os.getppid() != parent:
+        os._exit(0)
     _PROCESS_WORKER = _Worker(settings, expected)
 
 
@@ -217,7 +225,7 @@ def _run_pool(todo: Sequence[Item], settings: Settings, workers: int, expected: 
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_process,
-                                   initargs=(settings, expected))
+                                   initargs=(settings, expected, os.getpid()))
 
     queue, suspects = deque(todo), deque()
     pending: dict[Any, Item] = {}

@@ -448,3 +448,19 @@ def test_a_missing_relative_directory_says_so(monkeypatch, tmp_path):
                                               r"HuggingFace hub id: We couldn't connect") as exc:
         H.load_hubert_engine("bad/nonexist", device="cpu")
     one_line(exc)
+
+
+def test_write_standin_hubert_never_replaces_what_the_user_made(tmp_path):
+    """It wrote into any directory, replacing the user's config.json and model.safetensors."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"mine": 1}')
+    for overwrite in (False, True):
+        with pytest.raises(sa.OutputError):
+            H.write_standin_hubert(mine, overwrite=overwrite)
+    assert (mine / "config.json").read_text() == '{"mine": 1}' and sorted(p.name for p in mine.iterdir()) == ["config.json"]
+    out = H.write_standin_hubert(tmp_path / "standin")
+    with pytest.raises(sa.OutputError, match="exists and is not empty"):
+        H.write_standin_hubert(out)
+    assert H.write_standin_hubert(out, overwrite=True) == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "standin"]  # no temp sibling left

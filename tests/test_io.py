@@ -356,3 +356,34 @@ def test_path_arguments_of_the_wrong_type_are_one_config_error(tmp_path, bad, ma
         with pytest.raises(ConfigError, match=match):
             call()
     assert list(tmp_path.iterdir()) == []
+
+
+def _without_root_powers() -> "list[str]":
+    """A command prefix that runs without root's permission bypass (root ignores read-only folders)."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("as root, read-only folders need setpriv to be felt")
+    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_replacing_a_read_only_output_leaves_no_old_sibling(tmp_path):
+    """--force over an output the user made read-only: its `.old` sibling was left behind (exit 0)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, os\nfrom pathlib import Path\nfrom synctalk_audio._io import atomic_dir\n"
+            "def write(t):\n"
+            "    with atomic_dir(t, overwrite=True, kind='features') as tmp:\n"
+            "        (tmp / 'a.npy').write_bytes(b'x')\n"
+            "        (tmp / 'metadata.json').write_text('{\"library\": \"synctalk-audio\", \"output_kind\": \"features\", "
+            "\"sha256\": {\"a.npy\": \"-\"}}')\n"
+            "t = Path(sys.argv[1]) / 'out'\nwrite(t)\nos.chmod(t, 0o555)\nwrite(t)\n"
+            "print(sorted(os.listdir(t.parent)))\n")
+    done = subprocess.run([*_without_root_powers(), sys.executable, "-W", "error", "-c", code, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['out']"

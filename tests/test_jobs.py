@@ -439,3 +439,37 @@ def test_unguarded_script_with_workers_says_what_to_do(tmp_path):
     assert "done 0 failed 1" in proc.stdout
     assert 'put the call under `if __name__ == "__main__":`' in proc.stderr
     assert "lock" not in proc.stderr
+
+
+def test_books_that_cannot_be_written_do_not_stop_the_run(tmp_path, monkeypatch):
+    """A full disk (simulated) while `_failures.jsonl` and `_summary.json` are written: a warning
+    each, the run goes on and its summary lists the failure (it once ended with exit 2, 'usage
+    error', after files were written)."""
+    import errno
+
+    src = make_src(tmp_path / "src", {"a.wav": golden_input("speech_16k_mono")})
+    (src / "broken.wav").write_bytes(b"RIFF....not audio")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobs, "_write_failures", full)
+    (tmp_path / "out" / "_summary.json").mkdir(parents=True)  # and a summary that cannot be written
+    with pytest.warns(UserWarning) as record:
+        summary = run(src, tmp_path / "out", workers=1)
+    messages = [str(w.message) for w in record]
+    assert any("No space left on device" in m for m in messages), messages
+    assert any("_summary.json" in m for m in messages), messages
+    assert summary.done == 1 and [Path(f.path).name for f in summary.failed] == ["broken.wav"]
+
+
+def test_a_worker_whose_parent_died_while_it_started_exits_at_once(tmp_path):
+    """The parent-death signal is set in the worker's initializer; a parent killed before that left
+    an orphan that went on writing files. The initializer now checks its parent first."""
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom synctalk_audio.jobs_workers import _init_process\n"
+            "_init_process(None, (), os.getppid() + 1)\nprint('worker started')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "worker started" not in done.stdout, done.stderr
