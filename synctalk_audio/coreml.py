@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -96,6 +97,14 @@ def describe_coreml(path: "str | os.PathLike") -> dict[str, Any]:
         "ops": ops,
         "compute_precision": "float16" if ops.get("cast") else "float32",
     }
+
+
+def _drop_temp_package(mlmodel: Any) -> None:
+    """Delete the temporary .mlpackage coremltools converted into (it removes it only at interpreter
+    exit, which the CLI skips with os._exit: ~11 MB left in $TMPDIR per export)."""
+    path = getattr(mlmodel, "package_path", None)
+    if getattr(mlmodel, "is_temp_package", False) and path:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _coreml_can_predict() -> bool:
@@ -289,6 +298,7 @@ def export_coreml(
         })
         with _quiet():
             mlmodel.save(os.fspath(tmp))
+        _drop_temp_package(mlmodel)
         info = describe_coreml(tmp)
         if (list(info["inputs"]) != [INPUT_NAME] or list(info["outputs"]) != [OUTPUT_NAME]
                 or info["inputs"][INPUT_NAME]["shape"] != [1, *INPUT_SHAPE]):

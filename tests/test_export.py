@@ -504,3 +504,17 @@ def test_export_cli_output_and_option_errors(tmp_path, monkeypatch, capsys, args
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and match in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not _available("coremltools"), reason="needs coremltools")
+def test_cli_coreml_export_leaves_nothing_in_tmpdir(tmp_path):
+    """coremltools converts into a temp .mlpackage it removes only at interpreter exit, which the CLI
+    skips (os._exit): every export once left ~11 MB in $TMPDIR."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run([sys.executable, "-c", "from synctalk_audio.cli import entry; entry()", "export",
+                           "--checkpoint", "seeded", "--format", "coreml", "-o", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp)})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "encoder.mlpackage").is_dir()
+    assert list(tmp.iterdir()) == []
