@@ -518,3 +518,17 @@ def test_cli_coreml_export_leaves_nothing_in_tmpdir(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "encoder.mlpackage").is_dir()
     assert list(tmp.iterdir()) == []
+
+
+def test_a_failed_export_names_the_disk_and_leaves_no_folder(tmp_path, monkeypatch):
+    """A full disk during the ONNX export was blamed on torch.onnx.export and left an empty output
+    folder behind."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    with pytest.raises(OutputError, match=r"cannot write .*encoder\.onnx: No space left on device"):
+        export_onnx(seeded_state_dict(0), tmp_path / "new" / "deeper" / "encoder.onnx")
+    assert list(tmp_path.iterdir()) == []
