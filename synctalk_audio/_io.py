@@ -418,11 +418,29 @@ def _unlock_tree(path: Path) -> None:
                 unlock(os.path.join(root, name))
 
 
-def _make_parent(target: Path) -> None:
+def _make_parent(target: Path) -> list[Path]:
+    """Create the folder of ``target`` and its missing parents; return those created, outermost first
+    (a writer that fails removes them again with :func:`_remove_created`)."""
+    created = [p for p in target.parents if not os.path.lexists(p)][::-1]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_created(created)
         raise OutputError(f"cannot create the folder of {target}: {_one_line(exc)}") from None
+    if not target.parent.is_dir():
+        raise OutputError(f"output folder {target.parent} is not a folder (for {target})")
+    return created
+
+
+def _remove_created(folders: "list[Path]") -> None:
+    """Remove the folders a failed writer created, innermost first, while they are empty."""
+    for folder in reversed(folders):
+        if not os.path.lexists(folder):  # never made (its creation is what failed)
+            continue
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else is in it now
+            return
 
 
 # --------------------------------------------------------------------------- files
@@ -446,11 +464,13 @@ def atomic_file(
     """
     target = _absolute(path)
     check_file_target(path, overwrite=overwrite, is_ours=is_ours)
+    created: list[Path] = []
     if make_parents:
-        _make_parent(target)
+        created = _make_parent(target)
     elif not target.parent.is_dir():
         raise OutputError(f"output folder {target.parent} does not exist (for {target})")
     tmp: Path | None = None
+    done = False
     with _sigterm_cleanup():
         try:
             tmp = _sibling(target, ".tmp")
@@ -461,11 +481,13 @@ def atomic_file(
                 os.fsync(fh.fileno())
             check_file_target(target, overwrite=overwrite, is_ours=is_ours)
             os.replace(tmp, target)
-            tmp = None
+            tmp, done = None, True
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_one_line(exc)}") from None
         finally:
             _remove(tmp)
+            if not done:
+                _remove_created(created)
 
 
 def save_npy(path: "str | os.PathLike", array: Any, *, overwrite: bool = False, make_parents: bool = False) -> Path:
@@ -561,19 +583,22 @@ def atomic_dir(target: "str | os.PathLike", *, overwrite: bool = False, kind: st
     check_names_a_dir(target)  # "" would be the current directory once made absolute
     path = _absolute_dir(target)
     check_dir_target(path, overwrite=overwrite, kind=kind)
-    _make_parent(path)
+    created = _make_parent(path)
     tmp: Path | None = None
+    done = False
     with _sigterm_cleanup():
         try:
             tmp = _make_temp_dir(path)
             yield tmp
             replace = check_dir_target(path, overwrite=overwrite, kind=kind)
             install(tmp, path, replace=replace)
-            tmp = None
+            tmp, done = None, True
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {_one_line(exc)}") from None
         finally:
             _remove(tmp)
+            if not done:
+                _remove_created(created)
 
 
 @contextmanager
@@ -581,12 +606,17 @@ def scratch_dir(target: "str | os.PathLike") -> Iterator[Path]:
     """A fresh hidden temp directory next to ``target``, removed when the block ends, whatever
     happens (SIGTERM included): for writers that :func:`install` several things from it."""
     path = _absolute(target)
-    _make_parent(path)
+    created = _make_parent(path)
     tmp: Path | None = None
     with _sigterm_cleanup():
         try:
             tmp = _make_temp_dir(path)
             yield tmp
+        except BaseException:
+            _remove(tmp)
+            tmp = None
+            _remove_created(created)  # what the writer installed from it is complete: only a failure removes them
+            raise
         finally:
             _remove(tmp)
 

@@ -285,30 +285,9 @@ def _check_target(path: "str | os.PathLike", suffix: str, *, overwrite: bool = F
 
 
 def _target(path: "str | os.PathLike", suffix: str, *, overwrite: bool = False) -> Path:
-    """:func:`_check_target` (the output folder is created by :func:`_write_atomically`, and removed
-    again if the export fails)."""
+    """:func:`_check_target` (the output folder is created when the export is written, and removed
+    again if it fails: :func:`_io.scratch_dir`)."""
     return _check_target(path, suffix, overwrite=overwrite)
-
-
-def _make_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return those created, outermost first."""
-    missing = [f for f in (folder, *folder.parents) if not os.path.lexists(f)][::-1]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
-    if not folder.is_dir():
-        raise OutputError(f"output folder {folder} is not a folder")
-    return missing
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove the folders an export created, innermost first, while they are empty."""
-    for folder in reversed(folders):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def _write_atomically(dest: Path, build: Callable[[Path], dict[str, Any]], *, overwrite: bool) -> dict[str, Any]:
@@ -317,7 +296,6 @@ def _write_atomically(dest: Path, build: Callable[[Path], dict[str, Any]], *, ov
     describes a new artifact, its sha256 would not match). The temp folder never outlives the
     call, SIGTERM included."""
     meta_dest = dest.with_name(dest.name + ".json")
-    created = _make_folders(dest.parent)
     try:
         with _io.scratch_dir(dest) as tmp:
             tmp_art = tmp / dest.name
@@ -329,11 +307,7 @@ def _write_atomically(dest: Path, build: Callable[[Path], dict[str, Any]], *, ov
             _io.install(tmp_art, dest, replace=replace)
             _io.install(tmp_meta, meta_dest, replace=False)
     except OSError as exc:
-        _remove_empty(created)
         raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    except BaseException:  # a conversion that failed, an interrupt: no empty folder of ours is left
-        _remove_empty(created)
-        raise
     return meta
 
 

@@ -162,10 +162,15 @@ def _out_path(out: "str | os.PathLike", src_dir: "Path | None") -> Path:
 
 
 def _make_out(root: Path) -> None:
+    """Create OUT and its missing parents; if that fails, remove those it created (and name the path once)."""
+    from ._io import _remove_created
+
+    created = [p for p in (root, *root.parents) if not os.path.lexists(p)][::-1]
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {root}: {_one_line(exc)}") from None
+        _remove_created(created)
+        raise OutputError(f"cannot create output folder {root}: {exc.strerror or _one_line(exc)}") from None
 
 
 def _check_settings(settings: Settings, workers: int, ray: Any, gpus: float) -> None:

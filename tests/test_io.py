@@ -387,3 +387,24 @@ def test_replacing_a_read_only_output_leaves_no_old_sibling(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['out']"
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_a_failed_write_removes_the_folders_it_created(tmp_path, kind):
+    """`reference -o d/LONGNAME` (a name the file system refuses) left `d/` behind."""
+    from synctalk_audio._io import atomic_dir, atomic_file
+
+    target = tmp_path / "new" / "deeper" / ("x" * 300)
+    with pytest.raises(OutputError):
+        if kind == "dir":
+            with atomic_dir(target) as tmp:
+                (tmp / "a").write_text("a")
+        else:
+            with atomic_file(str(target) + ".npy") as fh:
+                fh.write(b"a")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()  # folders that existed before stay
+    with pytest.raises(OutputError):
+        with atomic_dir(tmp_path / "kept" / "new" / ("y" * 300)):
+            pass
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []

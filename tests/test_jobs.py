@@ -473,3 +473,15 @@ def test_a_worker_whose_parent_died_while_it_started_exits_at_once(tmp_path):
             "_init_process(None, (), os.getppid() + 1)\nprint('worker started')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "worker started" not in done.stdout, done.stderr
+
+
+def test_an_out_that_cannot_be_made_leaves_no_parent_folder(tmp_path, capsys):
+    """`dataset -o d2/LONGNAME` left `d2/` behind (and named the path twice in its error)."""
+    from synctalk_audio import cli
+
+    src = make_src(tmp_path / "src", {"a.wav": golden_input("speech_16k_mono")})
+    out = tmp_path / "d2" / ("x" * 300)
+    assert cli.main(["dataset", str(src), "-o", str(out), "--checkpoint", "seeded", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(out)) == 1 and "File name too long" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
