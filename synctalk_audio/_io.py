@@ -193,6 +193,14 @@ def _check_parents(target: Path) -> None:
             raise OutputError(f"output path {target} lies under the file {parent}")
 
 
+def check_parent_folder(path: "str | os.PathLike") -> None:
+    """OutputError unless the folder ``path`` goes into exists (a file in the way is named as such)."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        _check_parents(p)
+        raise OutputError(f"output folder {p.parent} does not exist (for {p})")
+
+
 def _stat(path: Path) -> os.stat_result | None:
     """``os.stat`` (following links); None when nothing is there; a dangling link is an error."""
     try:
@@ -467,8 +475,8 @@ def atomic_file(
     created: list[Path] = []
     if make_parents:
         created = _make_parent(target)
-    elif not target.parent.is_dir():
-        raise OutputError(f"output folder {target.parent} does not exist (for {target})")
+    else:
+        check_parent_folder(target)
     tmp: Path | None = None
     done = False
     with _sigterm_cleanup():

@@ -78,6 +78,7 @@ def _run_features(args: argparse.Namespace) -> int:
 
 def _plan_many(inputs: Sequence[str], output: str, *, overwrite: bool) -> list[tuple[str, Path]]:
     """(audio, output directory) per input, all checked before any work: OUT/<file stem>/."""
+    from ._io import check_parent_folder
     from .dataset import check_output_dir
     from .errors import ConfigError, OutputError
 
@@ -85,8 +86,8 @@ def _plan_many(inputs: Sequence[str], output: str, *, overwrite: bool) -> list[t
     if root.exists() and not root.is_dir():
         raise OutputError(f"output {root} is a file; with several AUDIO files -o names a folder "
                           "(one sub-folder per file)")
-    if not root.exists() and not root.parent.is_dir():
-        raise OutputError(f"output folder {root.parent} does not exist (for {root})")
+    if not root.exists():
+        check_parent_folder(root)
     plan: dict[str, tuple[str, Path]] = {}
     for audio in inputs:
         name = Path(audio).stem or Path(audio).name

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._io import check_names_a_file, save_npy
+from ._io import check_names_a_file, check_parent_folder, save_npy
 from .errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
@@ -187,8 +187,7 @@ def check_frames_path(path: "str | os.PathLike") -> Path:
     p = Path(path)
     if p.is_dir():
         raise OutputError(f"output {p} is a directory, expected a .npy file path")
-    if not p.parent.is_dir():
-        raise OutputError(f"output folder {p.parent} does not exist (for {p})")
+    check_parent_folder(p)
     return p
 
 

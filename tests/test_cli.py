@@ -401,3 +401,19 @@ def test_validate_apply_to_loosens_the_encoder_only(reference_dir, tmp_path, cap
                        (["--rtol", "1e-3", "--apply-to", "mel"], "--apply-to takes")):
         capsys.readouterr()
         assert cli.main([*args, *bad]) == 2 and match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["frames", "{npy}", "--mode", "ave"], ["stream", "{wav}", "--checkpoint", "seeded"],
+                                     ["features", "{wav}", "{wav}", "--checkpoint", "seeded"]])
+def test_an_output_under_a_file_is_named_as_such(tmp_path, capsys, command):
+    """`frames -o afile/x.npy` said "output folder afile does not exist"; plot/export said "lies under"."""
+    from .conftest import golden_input
+
+    npy = tmp_path / "f.npy"
+    np.save(npy, np.zeros((5, 512), np.float32))
+    (tmp_path / "afile").write_text("mine")
+    args = [a.format(npy=npy, wav=golden_input("speech_16k_mono")) for a in command]
+    assert cli.main([*args, "-o", str(tmp_path / "afile" / "x.npy"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lies under the file" in err, err
+    assert (tmp_path / "afile").read_text() == "mine"
