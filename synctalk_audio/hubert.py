@@ -494,7 +494,13 @@ def _load_model(checkpoint: Any) -> tuple[Any, str]:
         if not local:
             config = transformers.AutoConfig.from_pretrained(spec)
             _check_config(config.to_dict(), spec)
-        model, info = transformers.HubertModel.from_pretrained(where, output_loading_info=True, **kwargs)
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its mismatch report: said below in one line
+        try:  # mismatched tensors are reported by `info` (raising, transformers refers to a printed table)
+            model, info = transformers.HubertModel.from_pretrained(where, output_loading_info=True,
+                                                                   ignore_mismatched_sizes=True, **kwargs)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
     except CheckpointError:
         raise
     except Exception as exc:  # OSError, ValueError, HF hub errors, safetensors errors...
@@ -503,6 +509,12 @@ def _load_model(checkpoint: Any) -> tuple[Any, str]:
             raise CheckpointError(f"cannot load hubert model {where!r}: {reason}") from None
         raise CheckpointError(f"cannot load hubert model {spec!r}: no such local directory (in {os.getcwd()}), and as "
                               f"a HuggingFace hub id: {reason}") from None
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda m: str(m[0]))
+    if mismatched:
+        key, *shapes = mismatched[0]
+        have, want = (tuple(getattr(x, "shape", x)) for x in (shapes + [(), ()])[:2])
+        raise CheckpointError(f"hubert model {where!r}: {len(mismatched)} weight(s) do not match its config.json "
+                              f"(first: {key}, {have} in the weights, {want} by the config)")
     missing = [k for k in info.get("missing_keys", ()) if k != "masked_spec_embed"]
     if missing:
         raise CheckpointError(f"hubert model {where!r} lacks {len(missing)} weight(s) (first: {missing[0]}), "

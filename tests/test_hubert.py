@@ -464,3 +464,19 @@ def test_write_standin_hubert_never_replaces_what_the_user_made(tmp_path):
         H.write_standin_hubert(out)
     assert H.write_standin_hubert(out, overwrite=True) == out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "standin"]  # no temp sibling left
+
+
+def test_weights_that_do_not_match_the_config_are_one_line(standin_dir, tmp_path, capsys):
+    """transformers raised 'For details look at the above report!' after printing a table."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(standin_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config["intermediate_size"] = 2 * config["intermediate_size"]
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"weight\(s\) do not match its config.json \(first: encoder\.layers\.0\."
+                                              r"feed_forward\.intermediate_dense\.bias") as exc:
+        H.load_hubert_engine(other, device="cpu")
+    one_line(exc)
+    assert "above report" not in str(exc.value) and "MISMATCH" not in capsys.readouterr().err
