@@ -426,18 +426,36 @@ def _unlock_tree(path: Path) -> None:
                 unlock(os.path.join(root, name))
 
 
-def _make_parent(target: Path) -> list[Path]:
-    """Create the folder of ``target`` and its missing parents; return those created, outermost first
-    (a writer that fails removes them again with :func:`_remove_created`)."""
-    created = [p for p in target.parents if not os.path.lexists(p)][::-1]
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those it created, outermost first (a
+    writer that fails removes them again with :func:`_remove_created`). On an OSError the ones
+    already made are removed before it propagates."""
+    created = [p for p in (folder, *folder.parents) if not os.path.lexists(p)][::-1]
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
         _remove_created(created)
-        raise OutputError(f"cannot create the folder of {target}: {_one_line(exc)}") from None
-    if not target.parent.is_dir():
-        raise OutputError(f"output folder {target.parent} is not a folder (for {target})")
+        raise
     return created
+
+
+@contextmanager
+def _parent_folder(target: Path, *, make: bool = True) -> Iterator[None]:
+    """The folder ``target`` goes into: created with its missing parents (``make``), which are
+    removed again if the block fails; without ``make`` it must exist."""
+    if not make:
+        check_parent_folder(target)
+        yield
+        return
+    try:
+        created = make_folders(target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder of {target}: {_one_line(exc)}") from None
+    try:
+        yield
+    except BaseException:
+        _remove_created(created)
+        raise
 
 
 def _remove_created(folders: "list[Path]") -> None:
@@ -472,14 +490,8 @@ def atomic_file(
     """
     target = _absolute(path)
     check_file_target(path, overwrite=overwrite, is_ours=is_ours)
-    created: list[Path] = []
-    if make_parents:
-        created = _make_parent(target)
-    else:
-        check_parent_folder(target)
     tmp: Path | None = None
-    done = False
-    with _sigterm_cleanup():
+    with _parent_folder(target, make=make_parents), _sigterm_cleanup():
         try:
             tmp = _sibling(target, ".tmp")
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666)
@@ -489,13 +501,11 @@ def atomic_file(
                 os.fsync(fh.fileno())
             check_file_target(target, overwrite=overwrite, is_ours=is_ours)
             os.replace(tmp, target)
-            tmp, done = None, True
+            tmp = None
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_one_line(exc)}") from None
         finally:
             _remove(tmp)
-            if not done:
-                _remove_created(created)
 
 
 def save_npy(path: "str | os.PathLike", array: Any, *, overwrite: bool = False, make_parents: bool = False) -> Path:
@@ -588,25 +598,20 @@ def atomic_dir(target: "str | os.PathLike", *, overwrite: bool = False, kind: st
     ------
     Path of the temp directory to fill.
     """
-    check_names_a_dir(target)  # "" would be the current directory once made absolute
+    check_dir_target(target, overwrite=overwrite, kind=kind)  # first: "" is refused, never made "."
     path = _absolute_dir(target)
-    check_dir_target(path, overwrite=overwrite, kind=kind)
-    created = _make_parent(path)
     tmp: Path | None = None
-    done = False
-    with _sigterm_cleanup():
+    with _parent_folder(path), _sigterm_cleanup():
         try:
             tmp = _make_temp_dir(path)
             yield tmp
             replace = check_dir_target(path, overwrite=overwrite, kind=kind)
             install(tmp, path, replace=replace)
-            tmp, done = None, True
+            tmp = None
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {_one_line(exc)}") from None
         finally:
             _remove(tmp)
-            if not done:
-                _remove_created(created)
 
 
 @contextmanager
@@ -614,17 +619,11 @@ def scratch_dir(target: "str | os.PathLike") -> Iterator[Path]:
     """A fresh hidden temp directory next to ``target``, removed when the block ends, whatever
     happens (SIGTERM included): for writers that :func:`install` several things from it."""
     path = _absolute(target)
-    created = _make_parent(path)
     tmp: Path | None = None
-    with _sigterm_cleanup():
+    with _parent_folder(path), _sigterm_cleanup():
         try:
             tmp = _make_temp_dir(path)
             yield tmp
-        except BaseException:
-            _remove(tmp)
-            tmp = None
-            _remove_created(created)  # what the writer installed from it is complete: only a failure removes them
-            raise
         finally:
             _remove(tmp)
 
@@ -661,7 +660,6 @@ def check_input_file(path: "str | os.PathLike", *, what: str, error: "type[SyncT
     if st.st_size == 0:
         raise error(f"{what} is empty (0 bytes): {p}")
     return p, st.st_size
-
 
 
 def open_regular(path: "str | os.PathLike", *, what: str = "") -> BinaryIO:

@@ -162,14 +162,12 @@ def _out_path(out: "str | os.PathLike", src_dir: "Path | None") -> Path:
 
 
 def _make_out(root: Path) -> None:
-    """Create OUT and its missing parents; if that fails, remove those it created (and name the path once)."""
-    from ._io import _remove_created
+    """Create OUT and its missing parents (none is left if that fails; the path is named once)."""
+    from ._io import make_folders
 
-    created = [p for p in (root, *root.parents) if not os.path.lexists(p)][::-1]
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        make_folders(root)
     except OSError as exc:
-        _remove_created(created)
         raise OutputError(f"cannot create output folder {root}: {exc.strerror or _one_line(exc)}") from None
 
 

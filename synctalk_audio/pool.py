@@ -128,8 +128,7 @@ class StreamPool:
     ) -> None:
         if isinstance(overlap, (np.bool_, np.integer)):  # numpy's True and 2 are the same settings
             overlap = bool(overlap) if isinstance(overlap, np.bool_) else int(overlap)
-        if not (isinstance(overlap, bool) or (isinstance(overlap, (int, np.integer))
-                                                and 0 <= overlap <= MAX_OVERLAP)):
+        if not (isinstance(overlap, bool) or (isinstance(overlap, int) and 0 <= overlap <= MAX_OVERLAP)):
             raise ConfigError(f"overlap must be True, False or the pushes in flight 0 … {MAX_OVERLAP}, got {overlap!r}")
         _configure(self, checkpoint, mode=mode, fps=fps, device=device, precision=precision, context=context,
                    radius=radius, config=config, batch_size=batch_size, threads=threads)
