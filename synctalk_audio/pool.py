@@ -15,8 +15,7 @@ import numpy as np
 from .config import SYNCTALK_2D, MelConfig
 from .dsp import mel_columns, mel_frames, mel_init
 from .errors import AudioError, ConfigError, StreamError
-from .batches import run_beside
-from .stream import _PIECE, RADIUS, _check_chunk, _checked, _configure, _encode
+from .stream import _PIECE, RADIUS, _check_chunk, _configure, _encode
 
 __all__ = ["StreamPool", "PoolError"]
 
@@ -41,15 +40,15 @@ class _Pending:
     before : their states before the push (None: opened by it); their input side is put back
         if the encoder fails
     sizes : windows per key
-    rows : the background run's future (its result float32 (sum(sizes), *row_shape)); None
-        when the push cut no windows
+    rows : the futures of the engine runs of its windows, in order (their results, concatenated:
+        float32 (sum(sizes), *row_shape)); empty when the push cut no windows
     """
 
     keys: tuple
     ids: tuple
     before: tuple
     sizes: tuple
-    rows: "Future | None"
+    rows: "tuple[Future, ...]"
 
 
 class StreamPool:
@@ -68,9 +67,11 @@ class StreamPool:
         "wenet" (with the wenet ``encoder.onnx``); hubert cannot stream exactly (whole-file
         normalisation: a ConfigError says so).
     threads : int or None
-        CPU threads of the encoder (default 1). With the PyTorch engines on CPU, a push's
-        windows are split over that many worker threads of the pool, each running one torch
-        thread (torch's thread count is process-wide: it is set for the run and restored).
+        CPU threads of the encoder (default 1). With the PyTorch engines on CPU, the pool runs
+        that many worker threads of one torch thread each (set in those threads only) and they
+        take the encodings in order: a push's windows are split over them (at least 4 windows
+        a piece), or with ``overlap >= threads`` each push's windows run whole on one of them
+        (a push may then take that many ticks, and larger batches cost less per window).
         For an .onnx checkpoint: onnxruntime's intra-op threads. The frames do not depend on it.
     overlap : bool or int
         False or 0 (default): ``push`` encodes its windows before it returns, and returns their
@@ -135,11 +136,11 @@ class StreamPool:
         # batch-invariant torch engines on CPU: a push's windows are split over `threads` worker
         # threads, one torch thread each (onnxruntime parallelises inside its own call)
         self._workers = self.threads if self._encoder.batch_invariant and (self.threads or 1) > 1 \
-            and self._engine_threads and str(self._encoder.device) == "cpu" else 1
-        self._executor: "ThreadPoolExecutor | None" = None
+            and self._engine_threads and str(self._encoder.device) == "cpu" \
+            and callable(getattr(self._encoder, "worker_threads", None)) else 1
+        self._executor: "ThreadPoolExecutor | None" = None  # the worker threads that run the engine
         self.overlap = overlap
         self._depth = int(overlap)  # pushes in flight
-        self._background: "ThreadPoolExecutor | None" = None  # overlap: the thread that runs the encoder
         self._pending: "deque[_Pending]" = deque()  # overlap: pushes in flight, oldest first
         self._ids: dict[Hashable, object] = {}  # each open stream's identity
         self._held: dict[Hashable, np.ndarray] = {}  # overlap: frames collected by flush() for other keys
@@ -201,23 +202,37 @@ class StreamPool:
     def _encode(self, windows: list[np.ndarray]) -> "list[np.ndarray | None]":
         """One engine run for the windows of all streams; the rows split back per stream (None: no windows)."""
         batch = _stacked(windows)
-        return _split(self._run(batch), [w.shape[0] for w in windows]) if batch is not None else [None] * len(windows)
+        if batch is None:
+            return [None] * len(windows)
+        rows = _encode(self._encoder, batch, batch_size=self.batch_size, threads=self._engine_threads) \
+            if self._workers == 1 else _joined(self._start(batch))
+        return _split(rows, [w.shape[0] for w in windows])
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (k, 80, 16) → (k, 512): one engine call, or ``threads`` concurrent ones (one
-        torch thread each: the calling thread and ``threads − 1`` worker threads of the pool) of at
-        least 4 windows each."""
-        k = batch.shape[0]
-        parts = min(self._workers, k // _MIN_SPLIT)
-        bs = self.batch_size or self._encoder.batch_size
-        if parts <= 1 or k > parts * bs:
-            threads = 1 if self._workers > 1 and k <= bs else self._engine_threads  # never intra-op on a tiny batch
-            return _encode(self._encoder, batch, batch_size=self.batch_size, threads=threads)
+    def _start(self, batch: np.ndarray) -> "tuple[Future, ...]":
+        """Start encoding float32 (k, 80, 16) windows on the pool's worker threads; the futures of
+        the pieces' (k_i, 512) rows, in order.
+
+        One worker: one run (the engine's own threads). ``threads`` workers (the PyTorch engines on
+        CPU, one torch thread each): pieces of at least 4 windows, at most a batch, as many as
+        there are workers when the windows allow; the workers take pieces in order as they become
+        free, so a push's encoding starts while the previous one's last piece still runs.
+        """
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self._workers - 1, thread_name_prefix="synctalk-pool")
-        with self._encoder.running(k, -(-k // parts), 1):  # torch: one thread per worker (process-wide, restored)
-            rows = run_beside(self._executor, lambda lo, hi: self._encoder(batch[lo:hi]), k, parts)
-        return _checked(np.concatenate(rows))
+            self._executor = (self._encoder.worker_threads(self._workers, "synctalk-pool") if self._workers > 1 else
+                              ThreadPoolExecutor(max_workers=1, thread_name_prefix="synctalk-pool"))
+        if self._workers == 1:
+            return (self._executor.submit(_encode, self._encoder, batch, batch_size=self.batch_size,
+                                          threads=self._engine_threads),)
+        k = batch.shape[0]
+        bs = self.batch_size or self._encoder.batch_size
+        # overlap >= workers: a push's encoding may take that many ticks, so each runs whole on one
+        # worker (larger batches cost less per window); else split so the workers finish it together
+        split = 1 if self._depth >= self._workers else min(self._workers, k // _MIN_SPLIT)
+        parts = max(split, -(-k // bs), 1)
+        bounds = [k * i // parts for i in range(parts + 1)]
+        # threads=None: each worker's own torch setting (1)
+        return tuple(self._executor.submit(_encode, self._encoder, batch[lo:hi], batch_size=bs, threads=None)
+                     for lo, hi in zip(bounds[:-1], bounds[1:]))
 
     def __enter__(self) -> "StreamPool":
         return self
@@ -233,11 +248,9 @@ class StreamPool:
         push (an encoding that failed raises here, as it would from :meth:`push`)."""
         with self._lock:
             self._hold(self._collect(all_=True))  # overlapped pushes' frames come with the next push
-            for name in ("_background", "_executor"):
-                executor = getattr(self, name)
-                if executor is not None:
-                    executor.shutdown(wait=True)
-                    setattr(self, name, None)
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
         """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
@@ -332,11 +345,8 @@ class StreamPool:
         before = tuple(self._states.get(k) for k in keys)
         for key, state in zip(keys, states):
             self._commit(key, state)
-        rows, batch = None, _stacked(windows)
-        if batch is not None:
-            if self._background is None:
-                self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synctalk-pool-encode")
-            rows = self._background.submit(self._run, batch)
+        batch = _stacked(windows)
+        rows = self._start(batch) if batch is not None else ()
         self._pending.append(_Pending(keys=tuple(keys), ids=tuple(self._ids[k] for k in keys), before=before,
                                       sizes=sizes, rows=rows))
 
@@ -349,7 +359,7 @@ class StreamPool:
         n = len(self._pending) if all_ else len(self._pending) - self._depth + 1
         if not self._pending or n <= 0:
             return out
-        runs = [p.rows for p in list(self._pending)[:n] if p.rows is not None]
+        runs = [f for p in list(self._pending)[:n] for f in p.rows]
         wait(runs)
         error = next((f.exception() for f in runs if f.exception() is not None), None)
         if error is not None:
@@ -361,8 +371,7 @@ class StreamPool:
             raise error
         for _ in range(n):
             pending = self._pending.popleft()
-            parts = _split(pending.rows.result(), pending.sizes) if pending.rows is not None else \
-                [None] * len(pending.keys)
+            parts = _split(_joined(pending.rows), pending.sizes) if pending.rows else [None] * len(pending.keys)
             got = {}
             for key, sid, part in zip(pending.keys, pending.ids, parts):
                 if self._ids.get(key) is not sid:  # reset (and maybe reopened) since: its rows are dropped
@@ -383,7 +392,7 @@ class StreamPool:
         frames already applied stay: they belong to pushes before ``failed``."""
         later = list(self._pending)
         self._pending.clear()
-        wait([p.rows for p in later if p.rows is not None])
+        wait([f for p in later for f in p.rows])
         done: set = set()
         for push in [failed, *later]:
             for key, sid, before in zip(push.keys, push.ids, push.before):
@@ -435,6 +444,14 @@ def _stacked(windows: list[np.ndarray]) -> "np.ndarray | None":
     any); None when there are none."""
     full = [w for w in windows if w.shape[0]]
     return None if not full else full[0] if len(full) == 1 else np.concatenate(full)
+
+
+def _joined(runs: "tuple[Future, ...]") -> np.ndarray:
+    """The rows of engine runs (each checked by :func:`_encode`), in order, as one array. Waits for
+    every run before it returns or raises, so nothing is left running behind the caller."""
+    wait(runs)
+    rows = [f.result() for f in runs]
+    return rows[0] if len(rows) == 1 else np.concatenate(rows)
 
 
 def _split(rows: np.ndarray, sizes: "list[int] | tuple[int, ...]") -> "list[np.ndarray | None]":

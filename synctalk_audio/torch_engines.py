@@ -8,6 +8,8 @@ to get (B, 512) float32 rows.
 from __future__ import annotations
 
 import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -150,6 +152,32 @@ class PreparedEncoder:
         finally:
             if torch.get_num_threads() != saved:
                 torch.set_num_threads(saved)
+
+    def worker_threads(self, n: int, name: str) -> ThreadPoolExecutor:
+        """``n`` started worker threads that run this engine on one torch thread each.
+
+        For callers that run batches side by side on their own threads (a
+        :class:`~synctalk_audio.StreamPool`): torch's thread count is per thread once a thread
+        has run its first op, so each worker sets its own to 1 when it starts, and the setting
+        every other thread starts from is put back. No later call needs to set or restore it.
+        """
+        saved = torch.get_num_threads()
+        started = threading.Barrier(n, timeout=60)
+
+        def one_thread() -> None:
+            torch.get_num_threads()  # torch's lazy per-thread set-up from the process setting, now …
+            torch.set_num_threads(1)  # … so that this thread's 1 is not overwritten by it later
+
+        executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix=name, initializer=one_thread)
+        try:  # every thread started (each waits for the others), then the process setting restored
+            for f in [executor.submit(started.wait) for _ in range(n)]:
+                f.result()
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            torch.set_num_threads(saved)
+        return executor
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(precision={self.precision!r}, device={str(self.device)!r}, "

@@ -236,8 +236,8 @@ def test_pool_as_a_context_manager_stops_its_threads(seeded_encoder, speech):
     wav = speech[1]
     with StreamPool(checkpoint=seeded_encoder, device="cpu", overlap=2, threads=2) as pool:
         got = [pool.push({"a": wav[lo:lo + TICK]}).get("a") for lo in range(0, 16000, TICK)]
-        assert pool._background is not None
-    assert pool._background is None and pool._executor is None and not pool._pending
+        assert pool._executor is not None
+    assert pool._executor is None and not pool._pending
     got += [pool.push({"a": wav[16000:16000 + TICK]})["a"]]
     got += [pool.push({"a": wav[lo:lo + TICK]}).get("a") for lo in range(16000 + TICK, wav.shape[0], TICK)]
     got.append(pool.flush("a"))
@@ -641,3 +641,49 @@ def test_pool_error_pickles_with_its_errors_and_frames(seeded_encoder, speech):
 
 def test_latency_names_are_exported():
     assert sa.latency_for(25).ms == 452.5 and isinstance(sa.latency_for(25), sa.Latency)
+
+
+def test_worker_threads_run_one_torch_thread_and_leave_the_process_setting(seeded_encoder):
+    """The pool's workers run one torch thread each, set in those threads only: the calling
+    thread keeps its setting, a thread started afterwards starts from the process setting,
+    and a later change elsewhere does not reach the workers."""
+    import threading
+
+    import torch
+    from synctalk_audio.engines import resolve_encoder
+
+    engine = resolve_encoder(seeded_encoder, device="cpu")
+    before = torch.get_num_threads()
+    workers = engine.worker_threads(2, "test-workers")
+    try:
+        assert torch.get_num_threads() == before
+        seen = [workers.submit(lambda: (threading.get_ident(), torch.get_num_threads())).result() for _ in range(6)]
+        assert {n for _, n in seen} == {1}
+        fresh: list = []
+        t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert fresh == [before]
+        torch.set_num_threads(before + 1)
+        try:
+            assert workers.submit(torch.get_num_threads).result() == 1
+        finally:
+            torch.set_num_threads(before)
+        windows = np.random.default_rng(0).uniform(-4, 4, (5, 1, 80, 16)).astype(np.float32)
+        assert np.array_equal(workers.submit(engine, windows).result(), engine(windows))
+    finally:
+        workers.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("overlap,k,pieces", [(0, 32, 2), (0, 6, 1), (0, 80, 3), (1, 32, 2), (2, 32, 1), (2, 40, 2),
+                                              (3, 7, 1)])
+def test_a_push_is_split_for_the_workers_or_run_whole_with_enough_overlap(seeded_encoder, overlap, k, pieces):
+    """overlap below the workers: a push's windows split over them (>= 4 windows a piece); overlap
+    >= workers: whole, in batches of at most 32; the rows are the engine's, bit for bit."""
+    from synctalk_audio.pool import _joined
+
+    with StreamPool(checkpoint=seeded_encoder, device="cpu", threads=2, overlap=overlap) as pool:
+        windows = np.random.default_rng(k).uniform(-4, 4, (k, 80, 16)).astype(np.float32)
+        runs = pool._start(windows)
+        assert len(runs) == pieces
+        assert np.array_equal(_joined(runs), pool._encoder(windows))
