@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=positive_float, default=None, help="only the first S seconds of the audio")
     parser.add_argument("--repeat", type=positive_int, default=3, help="stream it this many times, report the best run")
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with the offline pipeline")
+    parser.add_argument("--layers", action="store_true",
+                        help="also: each encoder block's CPU per window at one window per call and in batches of 32 "
+                             "(exact PyTorch engine)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
@@ -155,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
     result["audio"] = str(args.audio)
+    if args.layers:
+        result["layers"] = layer_table(encoder, wav)
     if not args.no_check:
         t = time.perf_counter()
         ref = sa.pipeline(wav, checkpoint=encoder, device="cpu").frames
@@ -195,10 +200,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {label:28s} median {st['median']:7.2f}  p95 {st['p95']:7.2f}  max {st['max']:7.2f} ms")
     print(f"algorithmic latency: {lat['samples']} samples = {lat['ms']:.1f} ms "
           f"(context {lat['context_samples']:g} + window {lat['window_samples']} + STFT {lat['stft_samples']})")
+    if one / floor > 1.25:
+        print(f"  the encoder alone, one window per call, costs {one / floor:.2f} × the floor: a stream that encodes "
+              f"each window as soon as it is final cannot reach 1.25 × on {m['cpu_model']}"
+              + ("" if args.layers else " (--layers shows which blocks)"))
+    if args.layers:
+        print_layers(result["layers"], m["cpu_model"])
     if "max_abs_diff_vs_offline" in result:
         print(f"max |stream - offline| = {result['max_abs_diff_vs_offline']} "
               f"(offline pipeline {result['offline_s']:.1f} s)")
     return 0
+
+
+def layer_table(engine, wav: np.ndarray, batch: int = 32) -> "list[dict] | None":
+    """Each encoder block: output shape, weight MB (float32) and CPU ms per window at one window per
+    call and in one call of ``batch`` windows (real speech, one thread). None for engines other
+    than the exact PyTorch one on CPU (the only one that times its blocks)."""
+    if not hasattr(engine, "layer_cpu_ms"):
+        return None
+    import torch
+
+    import synctalk_audio as sa
+    from synctalk_audio.config import ENCODER_LAYOUT, WINDOW_SHAPE
+    from synctalk_audio.flops import layer_shapes
+
+    # spread over the floor's windows (bench_serving.floor_ms: the first 512 of 30 s); the time of
+    # a float32 convolution depends on the values (near-silent windows run slower)
+    mel = np.asarray(sa.window(sa.melspectrogram(wav[: 16000 * 30])), dtype=np.float32)[:512]
+    mel = mel[:: max(mel.shape[0] // batch, 1)]
+    windows = torch.from_numpy(np.ascontiguousarray(np.resize(mel, (batch, *mel.shape[1:]))).reshape(batch, *WINDOW_SHAPE))
+    one, many = engine.layer_cpu_ms(windows[:1]), engine.layer_cpu_ms(windows, repeats=5)
+    return [{"block": i, "channels": f"{cin}→{cout}", "kernel": k, "out_shape": list(shape),
+             "weights_mb": cin * cout * k * k * 4 / 1e6, "one_window_ms": a, "batched_ms_per_window": b}
+            for i, ((cin, cout, k, _s, _p, _r), shape, a, b) in enumerate(zip(ENCODER_LAYOUT, layer_shapes(), one, many))]
+
+
+def print_layers(layers: "list[dict] | None", cpu: str) -> None:
+    if layers is None:
+        print("--layers: only the exact PyTorch engine on CPU times its blocks")
+        return
+    print(f"encoder blocks on {cpu}, CPU ms per window (one thread, best of several calls):")
+    print("  block  channels   out shape     weights MB  one window  batch of 32  ratio")
+    for row in layers:
+        shape = "×".join(map(str, row["out_shape"]))
+        print(f"  {row['block']:5d}  {row['channels']:9s}  {shape:12s}  {row['weights_mb']:10.2f}  "
+              f"{row['one_window_ms']:10.3f}  {row['batched_ms_per_window']:11.3f}  "
+              f"{row['one_window_ms'] / row['batched_ms_per_window']:5.2f}")
+    one = sum(r["one_window_ms"] for r in layers)
+    many = sum(r["batched_ms_per_window"] for r in layers)
+    print(f"  total{'':40s}{one:10.3f}  {many:11.3f}  {one / many:5.2f}")
 
 
 def threads_or_none(text: str) -> "int | None":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -257,9 +258,13 @@ class _ExactOneDNN(PreparedEncoder):
             self._packed = (self._prepack(),)
         return self._forward(x, self._packed[0])
 
-    def _forward(self, x: torch.Tensor, packed: "tuple | None") -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, packed: "tuple | None", clock: "list[float] | None" = None) -> torch.Tensor:
+        """The 13 blocks; ``clock`` (benchmarks/bench_stream.py --layers): gets the thread's CPU
+        time before the first block and after each."""
         if packed is not None:
             x = x.contiguous()  # NCHW: the layouts the plain call uses
+        if clock is not None:
+            clock.append(time.thread_time())
         for i, layer in enumerate(self._layers):
             y = (self._conv(x, layer.weight, layer.bias, layer.padding, layer.stride, (1, 1), 1) if packed is None
                  else torch.ops.mkldnn_prepacked.conv2d_run(x, packed[i]))
@@ -268,7 +273,22 @@ class _ExactOneDNN(PreparedEncoder):
             if layer.residual:
                 y.add_(x)
             x = y.relu_()
+            if clock is not None:
+                clock.append(time.thread_time())
         return x.reshape(x.shape[0], -1)
+
+    def layer_cpu_ms(self, windows: torch.Tensor, repeats: int = 20) -> "list[float]":
+        """CPU ms per window of each block on ``windows`` (B, 1, 80, 16) in one call, one torch
+        thread, best of ``repeats`` per block: where a batch's time goes (benchmarks)."""
+        with self.running(1, 1, 1), torch.inference_mode():
+            self.forward(windows)  # builds the prepacked weights for a small batch
+            packed = self._packed[0] if windows.shape[0] <= _PACKED_MAX_BATCH and self._packed else None
+            best = [float("inf")] * len(self._layers)
+            for _ in range(repeats):
+                clock: list[float] = []
+                self._forward(windows, packed, clock)
+                best = [min(b, 1000.0 * (t1 - t0) / windows.shape[0]) for b, t0, t1 in zip(best, clock, clock[1:])]
+        return best
 
 
 #: Largest batch that runs on the prepacked weights: a stream's tick, and a pool worker's share

@@ -55,10 +55,14 @@ def test_library_errors_are_one_line(tmp_path):
 def test_bench_stream_runs_on_a_short_clip():
     """A 1.5 s clip (the floor once asked for 64 windows and raised ShapeError below ~1.6 s): the
     streamed frames equal offline, the floor and upstream's line are reported."""
-    done = _run(str(BENCH / "bench_stream.py"), "--seconds", "1.5", "--repeat", "1", "--json", timeout=300)
+    done = _run(str(BENCH / "bench_stream.py"), "--seconds", "1.5", "--repeat", "1", "--layers", "--json", timeout=300)
     assert done.returncode == 0, done.stderr[-800:]
     report = json.loads(done.stdout)
     assert report["max_abs_diff_vs_offline"] == 0.0 and report["frames_shape_matches_offline"]
+    layers = report["layers"]  # the exact engine's 13 blocks, timed at one window and in a batch
+    assert [row["block"] for row in layers] == list(range(13)) and layers[11]["out_shape"] == [512, 1, 1]
+    assert all(row["one_window_ms"] > 0 and row["batched_ms_per_window"] > 0 for row in layers)
+    assert layers[11]["weights_mb"] == pytest.approx(256 * 512 * 9 * 4 / 1e6)
     assert report["floor_ms_per_window"] > 0 and report["machine"]["cpu_model"]
     upstream = report["upstream_offline_cpu_ms_per_frame"]  # None without `make bench`'s librosa 0.10.1
     assert upstream is None or upstream > 0

@@ -319,3 +319,22 @@ def test_metadata_does_not_depend_on_what_the_process_ran_before(seeded_encoder,
     encode_batch(np.zeros((1, 80, 16), np.float32), engine)  # a stream's one-window batch: prepacks the weights
     assert engine.compute == fresh
     assert sa.pipeline(demo_wav[:40000], checkpoint=engine, device="cpu").metadata["encoder_compute"] == fresh
+
+
+def test_timing_the_exact_blocks_changes_nothing(seeded_encoder):
+    """``layer_cpu_ms`` (bench_stream --layers) runs the engine's own blocks with a clock: one
+    positive figure per block, and the clocked forward gives the same rows bit for bit."""
+    import torch
+
+    from synctalk_audio.torch_engines import prepare_encoder
+
+    engine = prepare_encoder(seeded_encoder, precision="exact", device="cpu")
+    if not hasattr(engine, "_layers"):
+        pytest.skip("no oneDNN in this torch build")
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-4, 4, (3, 1, 80, 16)).astype(np.float32))
+    clock: list = []
+    with torch.inference_mode():
+        assert torch.equal(engine._forward(x, None, clock), engine._forward(x, None))
+    assert len(clock) == 14 and clock == sorted(clock)
+    times = engine.layer_cpu_ms(x[:1], repeats=2)
+    assert len(times) == 13 and all(t > 0 for t in times)
