@@ -433,10 +433,14 @@ def _config_sha256(config: Any) -> str:
 
 
 def _looks_local(spec: str) -> bool:
-    """A path that exists, or anything not shaped like a hub id (``name`` or ``org/name``)."""
+    """A path that exists, anything not shaped like a hub id (``name`` or ``org/name``), or an
+    ``org/name`` whose ``org`` is a local folder (a mistyped directory there, not a hub id: the
+    hub would be asked, and retried for ~20 s without a network, before the error)."""
     import re
 
-    return os.path.exists(spec) or re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", spec) is None
+    if os.path.exists(spec) or re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", spec) is None:
+        return True
+    return "/" in spec and os.path.isdir(spec.split("/", 1)[0])
 
 
 def _read_local_config(path: Path) -> dict[str, Any]:

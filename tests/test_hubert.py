@@ -480,3 +480,17 @@ def test_weights_that_do_not_match_the_config_are_one_line(standin_dir, tmp_path
         H.load_hubert_engine(other, device="cpu")
     one_line(exc)
     assert "above report" not in str(exc.value) and "MISMATCH" not in capsys.readouterr().err
+
+
+def test_a_missing_directory_in_an_existing_folder_never_asks_the_hub(monkeypatch, tmp_path):
+    """'models/hubert' with a local folder 'models' is a mistyped directory, not a hub id: one
+    line at once (the hub was asked and, offline, retried for ~20 s before the error)."""
+    def hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(CheckpointError, match=r"hubert model directory not found: models/hubert$") as exc:
+        H.load_hubert_engine("models/hubert", device="cpu")
+    one_line(exc)
