@@ -67,7 +67,8 @@ class StreamPool:
         "wenet" (with the wenet ``encoder.onnx``); hubert cannot stream exactly (whole-file
         normalisation: a ConfigError says so).
     threads : int or None
-        CPU threads of the encoder (default 1). With the PyTorch engines on CPU, the pool runs
+        CPU threads of the encoder (default 1: the encoder call sets torch's process thread count
+        to 1 and restores it). With the PyTorch engines on CPU and ``threads`` >= 2, the pool runs
         that many worker threads of one torch thread each (set in those threads only) and they
         take the encodings in order: a push's windows are split over them (at least 4 windows
         a piece), or with ``overlap >= threads`` each push's windows run whole on one of them
@@ -230,9 +231,14 @@ class StreamPool:
         split = 1 if self._depth >= self._workers else min(self._workers, k // _MIN_SPLIT)
         parts = max(split, -(-k // bs), 1)
         bounds = [k * i // parts for i in range(parts + 1)]
-        # threads=None: each worker's own torch setting (1)
-        return tuple(self._executor.submit(_encode, self._encoder, batch[lo:hi], batch_size=bs, threads=None)
-                     for lo, hi in zip(bounds[:-1], bounds[1:]))
+        runs: list[Future] = []
+        try:  # threads=None: each worker's own torch setting (1)
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                runs.append(self._executor.submit(_encode, self._encoder, batch[lo:hi], batch_size=bs, threads=None))
+        except BaseException:  # e.g. at interpreter shutdown: nothing left running behind the error
+            wait(runs)
+            raise
+        return tuple(runs)
 
     def __enter__(self) -> "StreamPool":
         return self
@@ -247,10 +253,12 @@ class StreamPool:
         With ``overlap``, the frames still in flight are collected first and come with the next
         push (an encoding that failed raises here, as it would from :meth:`push`)."""
         with self._lock:
-            self._hold(self._collect(all_=True))  # overlapped pushes' frames come with the next push
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+            try:
+                self._hold(self._collect(all_=True))  # overlapped pushes' frames come with the next push
+            finally:  # the threads stop even when an encoding in flight failed
+                if self._executor is not None:
+                    self._executor.shutdown(wait=True)
+                    self._executor = None
 
     def push(self, chunks: Mapping[Hashable, Any]) -> dict[Hashable, np.ndarray]:
         """Advance every stream in ``chunks``; return ``{key: frames that became final}``.
@@ -340,13 +348,14 @@ class StreamPool:
         self._states[key] = state
 
     def _submit(self, keys: list, states: list, windows: list[np.ndarray]) -> None:
-        """overlap: commit the streams' mel step now and start encoding their windows in the background."""
+        """overlap: start encoding the streams' windows in the background, then commit their mel step
+        (a start that fails, e.g. threads that cannot start, leaves every stream as it was)."""
         sizes = tuple(w.shape[0] for w in windows)
         before = tuple(self._states.get(k) for k in keys)
-        for key, state in zip(keys, states):
-            self._commit(key, state)
         batch = _stacked(windows)
         rows = self._start(batch) if batch is not None else ()
+        for key, state in zip(keys, states):
+            self._commit(key, state)
         self._pending.append(_Pending(keys=tuple(keys), ids=tuple(self._ids[k] for k in keys), before=before,
                                       sizes=sizes, rows=rows))
 

@@ -161,7 +161,14 @@ class PreparedEncoder:
         :class:`~synctalk_audio.StreamPool`): torch's thread count is per thread once a thread
         has run its first op, so each worker sets its own to 1 when it starts, and the setting
         every other thread starts from is put back. No later call needs to set or restore it.
+        torch's ``set_num_threads`` also sets what threads *starting* torch work take: a thread
+        whose first torch op falls in the moment while the workers start gets 1 thread. Two
+        callers at once are serialised (one's 1 was once restored as the other's setting).
         """
+        with _WORKERS_STARTING:
+            return self._start_workers(n, name)
+
+    def _start_workers(self, n: int, name: str) -> ThreadPoolExecutor:
         saved = torch.get_num_threads()
         started = threading.Barrier(n, timeout=60)
 
@@ -183,6 +190,11 @@ class PreparedEncoder:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(precision={self.precision!r}, device={str(self.device)!r}, "
                 f"compute={self.compute!r}, batch_size={self.batch_size})")
+
+
+#: Serialises :meth:`PreparedEncoder.worker_threads` across the process: torch's thread setting
+#: that new threads start from is process-wide, and each start sets it to 1 for a moment.
+_WORKERS_STARTING = threading.Lock()
 
 
 @dataclass(frozen=True)

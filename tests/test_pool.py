@@ -687,3 +687,82 @@ def test_a_push_is_split_for_the_workers_or_run_whole_with_enough_overlap(seeded
         runs = pool._start(windows)
         assert len(runs) == pieces
         assert np.array_equal(_joined(runs), pool._encoder(windows))
+
+
+def test_workers_started_from_several_threads_leave_the_process_setting(seeded_encoder):
+    """Three threads start workers at once, as their first torch op: each start sets torch's
+    setting to 1 for a moment, so one creator took 1 as its "own" setting and restored it for
+    the process; the creators and every thread started afterwards were left at 1 thread."""
+    import threading
+
+    import torch
+    from synctalk_audio.engines import resolve_encoder
+
+    engine = resolve_encoder(seeded_encoder, device="cpu")
+    before = torch.get_num_threads()
+    own: list = []
+
+    def start(barrier: threading.Barrier) -> None:
+        barrier.wait()
+        workers = engine.worker_threads(2, "test-workers")  # this thread's first torch op
+        own.append(torch.get_num_threads())
+        workers.shutdown(wait=True)
+
+    def fresh() -> int:
+        seen: list = []
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        return seen[0]
+
+    for _ in range(40):
+        barrier = threading.Barrier(3)
+        threads = [threading.Thread(target=start, args=(barrier,)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert fresh() == before
+    assert own == [before] * 120
+
+
+@pytest.mark.parametrize("overlap", [True, 2])
+def test_workers_that_cannot_start_leave_every_stream_as_it_was(seeded_encoder, speech, overlap):
+    """With overlap, the streams were committed before the workers started: a start that failed
+    lost their windows, and pushing the same chunks again gave wrong frames."""
+    from synctalk_audio.engines import resolve_encoder
+
+    class NoThreads:
+        def __init__(self, engine):
+            self._engine, self.fail = engine, False
+
+        def __getattr__(self, name):
+            return getattr(self._engine, name)
+
+        def __call__(self, windows):
+            return self._engine(windows)
+
+        def worker_threads(self, n, name):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("can't start new thread")
+            return self._engine.worker_threads(n, name)
+
+    engine = NoThreads(resolve_encoder(seeded_encoder, device="cpu"))
+    pool = StreamPool(checkpoint=engine, device="cpu", threads=2, overlap=overlap)
+    wav, got, t, failed = speech[1], [], 0, 0
+    while t * TICK < wav.shape[0]:
+        if t == 30 and not failed:
+            pool.close()
+            engine.fail = True
+        try:
+            out = pool.push({"a": wav[t * TICK:(t + 1) * TICK]})
+        except RuntimeError as exc:
+            assert "can't start new thread" in str(exc) and t == 30
+            failed += 1
+            continue  # the same chunk again
+        got.append(out.get("a", np.empty((0, *pool.frame_shape), np.float32)))
+        t += 1
+    got.append(pool.flush("a"))
+    pool.close()
+    assert failed == 1 and np.array_equal(np.concatenate(got), _offline(wav, seeded_encoder))
