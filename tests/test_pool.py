@@ -766,3 +766,24 @@ def test_workers_that_cannot_start_leave_every_stream_as_it_was(seeded_encoder, 
     got.append(pool.flush("a"))
     pool.close()
     assert failed == 1 and np.array_equal(np.concatenate(got), _offline(wav, seeded_encoder))
+
+
+def test_close_stops_the_threads_when_an_encoding_in_flight_failed(seeded_encoder, speech):
+    """close() raised the failed encoding's error before stopping the threads: they outlived a
+    ``with`` block that raised."""
+    from synctalk_audio.engines import resolve_encoder
+
+    from concurrent.futures import wait
+
+    flaky = _Flaky(resolve_encoder(seeded_encoder, device="cpu"), fail_call=5)
+    pool = StreamPool(checkpoint=flaky, device="cpu", overlap=4, threads=2)
+    wav = speech[1]
+    for lo in range(0, wav.shape[0], TICK):
+        pool.push({"a": wav[lo:lo + TICK]})
+        wait([f for pending in pool._pending for f in pending.rows])
+        if flaky.raised:  # the failed run is still in flight: close() collects it
+            break
+    assert flaky.raised == 1 and pool.in_flight > 0
+    with pytest.raises(RuntimeError, match="encoder unavailable"):
+        pool.close()
+    assert pool._executor is None
