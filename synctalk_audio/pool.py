@@ -134,8 +134,8 @@ class StreamPool:
             raise ConfigError(f"overlap must be True, False or the pushes in flight 0 … {MAX_OVERLAP}, got {overlap!r}")
         _configure(self, checkpoint, mode=mode, fps=fps, device=device, precision=precision, context=context,
                    radius=radius, config=config, batch_size=batch_size, threads=threads)
-        # batch-invariant torch engines on CPU: a push's windows are split over `threads` worker
-        # threads, one torch thread each (onnxruntime parallelises inside its own call)
+        # batch-invariant torch engines on CPU: the encodings run on `threads` worker threads, one
+        # torch thread each (see _start); onnxruntime parallelises inside its own call
         self._workers = self.threads if self._encoder.batch_invariant and (self.threads or 1) > 1 \
             and self._engine_threads and str(self._encoder.device) == "cpu" \
             and callable(getattr(self._encoder, "worker_threads", None)) else 1
