@@ -65,18 +65,26 @@ def cpus_available() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def speech_windows(wav: np.ndarray, n_windows: int = 512) -> np.ndarray:
+    """The floor's windows: the first ``n_windows`` mel windows of ``wav[:30 s]``, float32
+    (n_windows, 80, 16); a short clip's windows again to fill them. The time of a float32
+    convolution depends on the values (near-silent windows run slower): every figure set
+    beside the floor uses these."""
+    import synctalk_audio as sa
+
+    windows = np.asarray(sa.window(sa.melspectrogram(wav[: 16000 * 30])), dtype=np.float32)[:n_windows]
+    return windows if windows.shape[0] == n_windows else np.resize(windows, (n_windows, *windows.shape[1:]))
+
+
 def floor_ms(engine, wav: np.ndarray, n_windows: int = 512, batch_size: "int | None" = None) -> float:
     """The encoder's CPU ms per window on real speech windows, one thread, best of 3.
 
     ``batch_size`` None: the engine's own batches (the floor); 1: one window per call, as a
     single stream runs it.
     """
-    import synctalk_audio as sa
     from synctalk_audio.engines import run_engine
 
-    windows = np.asarray(sa.window(sa.melspectrogram(wav[: 16000 * 30])))[:n_windows]
-    if windows.shape[0] < n_windows:  # a short clip: its windows again (the cost hardly depends on the values)
-        windows = np.resize(windows, (n_windows, *windows.shape[1:]))
+    windows = speech_windows(wav, n_windows)
     if batch_size == 1:
         windows = windows[: n_windows // 4]
     threads = None if engine.precision == "onnx" else 1

@@ -219,16 +219,13 @@ def layer_table(engine, wav: np.ndarray, batch: int = 32) -> "list[dict] | None"
     if not hasattr(engine, "layer_cpu_ms"):
         return None
     import torch
+    from bench_serving import speech_windows
 
-    import synctalk_audio as sa
     from synctalk_audio.config import ENCODER_LAYOUT, WINDOW_SHAPE
     from synctalk_audio.flops import layer_shapes
 
-    # spread over the floor's windows (bench_serving.floor_ms: the first 512 of 30 s); the time of
-    # a float32 convolution depends on the values (near-silent windows run slower)
-    mel = np.asarray(sa.window(sa.melspectrogram(wav[: 16000 * 30])), dtype=np.float32)[:512]
-    mel = mel[:: max(mel.shape[0] // batch, 1)]
-    windows = torch.from_numpy(np.ascontiguousarray(np.resize(mel, (batch, *mel.shape[1:]))).reshape(batch, *WINDOW_SHAPE))
+    spread = speech_windows(wav)[:: max(512 // batch, 1)][:batch]  # spread over the floor's windows
+    windows = torch.from_numpy(np.ascontiguousarray(spread).reshape(batch, *WINDOW_SHAPE))
     one, many = engine.layer_cpu_ms(windows[:1]), engine.layer_cpu_ms(windows, repeats=5)
     return [{"block": i, "channels": f"{cin}→{cout}", "kernel": k, "out_shape": list(shape),
              "weights_mb": cin * cout * k * k * 4 / 1e6, "one_window_ms": a, "batched_ms_per_window": b}
